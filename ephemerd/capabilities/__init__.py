@@ -1,0 +1,57 @@
+"""The Protocols and shared types every layer speaks. No I/O happens here."""
+
+from ._claims import Claim, ClaimFile
+from ._events import JobAction, JobEvent, JobKey, PollConfig, RateLimitHint
+from ._provider import (
+    DrivesJob,
+    Poll,
+    Provider,
+    RateLimitReporter,
+    RunnerNameReporter,
+    Webhook,
+    WebhookReply,
+    WebhookRequest,
+)
+from ._sandbox import (
+    ExitReason,
+    OutputSink,
+    ResourceLimits,
+    SandboxBackend,
+    SandboxExit,
+    SandboxHandle,
+    SandboxSpec,
+    SandboxStats,
+)
+from ._status import DaemonStatus, JobChange, JobState, JobView, ProviderState, ProviderView
+
+__all__ = [
+    "Claim",
+    "ClaimFile",
+    "DaemonStatus",
+    "DrivesJob",
+    "ExitReason",
+    "JobAction",
+    "JobChange",
+    "JobEvent",
+    "JobKey",
+    "JobState",
+    "JobView",
+    "OutputSink",
+    "Poll",
+    "PollConfig",
+    "Provider",
+    "ProviderState",
+    "ProviderView",
+    "RateLimitHint",
+    "RateLimitReporter",
+    "RunnerNameReporter",
+    "ResourceLimits",
+    "SandboxBackend",
+    "SandboxExit",
+    "SandboxHandle",
+    "SandboxSpec",
+    "SandboxStats",
+    "Webhook",
+    "WebhookReply",
+    "WebhookRequest",
+]

@@ -1,0 +1,49 @@
+"""What a provider hands the scheduler once it has claimed a job on the forge."""
+
+from __future__ import annotations
+
+import msgspec
+
+__all__ = ["Claim", "ClaimFile"]
+
+
+class ClaimFile(msgspec.Struct, frozen=True, kw_only=True):
+    """A file the sandbox gets read-only, for credentials that must never be on argv.
+
+    Attributes:
+        path: absolute path inside the sandbox.
+        content: the bytes; never logged.
+        mode: permission bits inside the sandbox.
+    """
+
+    path: str
+    content: bytes
+    mode: int = 0o400
+
+    def __repr__(self) -> str:
+        return f"ClaimFile(path={self.path!r}, content=<{len(self.content)} bytes>)"
+
+
+class Claim(msgspec.Struct, frozen=True, kw_only=True):
+    """A job claimed on its forge: the runner identity and how to start it.
+
+    Attributes:
+        runner_id: the forge's id for the runner registered for this job ("" if none).
+        runner_name: the runner's name; also names the sandbox.
+        repo: the job's repository or project.
+        env: non-secret environment for the runner inside the sandbox.
+        files: read-only files (credentials, runner config) mounted into the sandbox.
+        entrypoint: argv of the runner inside the sandbox; empty means the provider drives
+            the job itself (see ``DrivesJob``) and the sandbox just stays up.
+        image: the image the runner needs, if the provider insists on one.
+        workdir: working directory of the entrypoint.
+    """
+
+    runner_id: str
+    runner_name: str
+    repo: str = ""
+    env: dict[str, str] = msgspec.field(default_factory=dict)
+    files: tuple[ClaimFile, ...] = ()
+    entrypoint: tuple[str, ...] = ()
+    image: str = ""
+    workdir: str = ""

@@ -1,0 +1,1 @@
+"""Shared test configuration. Fakes of the forges live in ``tests/fakes/``."""
