@@ -13,7 +13,7 @@ touches trio-asyncio directly:
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import TypeVar, cast
 
@@ -24,26 +24,52 @@ __all__ = ["aio_stream", "open_aio_loop", "run_aio", "run_trio_from_aio"]
 
 T = TypeVar("T")
 
+# trio-asyncio ships no type information; these two bindings are its whole typed surface here.
+_Wrap = Callable[[object], Callable[..., Awaitable[object]]]
+_aio_as_trio = cast(_Wrap, trio_asyncio.aio_as_trio)  # pyright: ignore[reportUnknownMemberType]
+_trio_as_aio = cast(_Wrap, trio_asyncio.trio_as_aio)  # pyright: ignore[reportUnknownMemberType]
+
 
 @asynccontextmanager
-async def open_aio_loop() -> AsyncIterator[None]:
-    """Run an asyncio loop inside the current Trio task tree for the block's duration."""
-    async with trio_asyncio.open_loop():
-        yield
+async def open_aio_loop() -> AsyncGenerator[None]:
+    """Run an asyncio loop inside the current Trio task tree for the block's duration.
+
+    trio-asyncio runs the loop in a nursery, which wraps whatever the block raises in an
+    ``ExceptionGroup``; a lone exception is handed back as itself, so ``except
+    JobNotFound`` around the block works as it reads.
+    """
+    try:
+        async with trio_asyncio.open_loop():  # pyright: ignore[reportUnknownMemberType]
+            yield
+    except BaseExceptionGroup as group:
+        lone = _lone_exception(group)
+        if lone is None:
+            raise
+        raise lone from lone.__cause__
+
+
+def _lone_exception(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
+    """The one exception inside *group* (through nested groups), or ``None``."""
+    members: tuple[BaseException, ...] = group.exceptions
+    while len(members) == 1:
+        if not isinstance(members[0], BaseExceptionGroup):
+            return members[0]
+        members = cast(BaseExceptionGroup[BaseException], members[0]).exceptions
+    return None
 
 
 async def run_aio(fn: Callable[..., Awaitable[T]], *args: object) -> T:
     """Await the asyncio coroutine function *fn* from Trio."""
-    return cast(T, await trio_asyncio.aio_as_trio(fn)(*args))
+    return cast(T, await _aio_as_trio(fn)(*args))
 
 
 async def run_trio_from_aio(fn: Callable[..., Awaitable[T]], *args: object) -> T:
     """Await the Trio coroutine function *fn* from asyncio code (e.g. a grpclib handler)."""
-    return cast(T, await trio_asyncio.trio_as_aio(fn)(*args))
+    return cast(T, await _trio_as_aio(fn)(*args))
 
 
 @asynccontextmanager
-async def aio_stream(agen: AsyncGenerator[T, None]) -> AsyncIterator[AsyncIterator[T]]:
+async def aio_stream(agen: AsyncGenerator[T]) -> AsyncGenerator[AsyncIterator[T]]:
     """Iterate the asyncio async generator *agen* from Trio, and always close it.
 
     Usage::
@@ -55,8 +81,12 @@ async def aio_stream(agen: AsyncGenerator[T, None]) -> AsyncIterator[AsyncIterat
     Cancellation: the asyncio generator is closed under a shielded scope, so the server
     sees the stream end even when the Trio side is cancelled mid-iteration.
     """
+    # trio-asyncio's Trio-side iterator is an async generator too: close it as well, or
+    # it is finalized by the garbage collector (a ResourceWarning).
+    messages = cast(AsyncGenerator[T], aiter(cast(AsyncIterable[T], _aio_as_trio(agen))))
     try:
-        yield cast(AsyncIterator[T], trio_asyncio.aio_as_trio(agen))
+        yield messages
     finally:
         with trio.CancelScope(shield=True):
-            await trio_asyncio.aio_as_trio(agen.aclose)()
+            await messages.aclose()
+            await _aio_as_trio(agen.aclose)()

@@ -22,6 +22,7 @@ translated where they enter a layer, so the scheduler only ever catches ephemerd
     │   ├── Cordoned                the daemon is cordoned or draining; not claiming
     │   └── JobNotFound             no job with that key
     └── ControlError                the control plane could not be reached or refused
+        ├── DaemonAlreadyRunning    another daemon answers on the control socket
         └── DaemonNotRunning        nothing answers on the control socket
 """
 
@@ -31,6 +32,7 @@ __all__ = [
     "ConfigError",
     "ControlError",
     "Cordoned",
+    "DaemonAlreadyRunning",
     "DaemonNotRunning",
     "EphemerdError",
     "ForgeAuthError",
@@ -145,6 +147,10 @@ class JobNotFound(SchedulerError):
 
 class ControlError(EphemerdError):
     """The control plane refused a request or could not be reached."""
+
+
+class DaemonAlreadyRunning(ControlError):
+    """Another daemon already answers on the control socket of this data dir."""
 
 
 class DaemonNotRunning(ControlError):

@@ -57,7 +57,7 @@ class Backoff:
         self._rng = rng or random.Random()
 
     def next_delay(self, now: float) -> float | None:
-        """Record a failure at *now*; return the delay before the next try, or ``None`` to give up."""
+        """Record a failure at *now*; return the delay until the next try, ``None`` to give up."""
         if self.first_failure_at is None:
             self.first_failure_at = now
         self.failures += 1

@@ -42,7 +42,7 @@ class Claim(msgspec.Struct, frozen=True, kw_only=True):
     runner_id: str
     runner_name: str
     repo: str = ""
-    env: dict[str, str] = msgspec.field(default_factory=dict)
+    env: dict[str, str] = msgspec.field(default_factory=dict[str, str])
     files: tuple[ClaimFile, ...] = ()
     entrypoint: tuple[str, ...] = ()
     image: str = ""

@@ -16,14 +16,16 @@ Optional capabilities are separate ``@runtime_checkable`` Protocols: the schedul
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import msgspec
-import trio
 
 from ._claims import Claim
 from ._events import JobEvent, PollConfig, RateLimitHint
 from ._sandbox import SandboxExit, SandboxHandle
+
+if TYPE_CHECKING:  # only in annotations: keeps `ephemerd status` from importing trio
+    import trio
 
 __all__ = [
     "DrivesJob",

@@ -59,14 +59,14 @@ class SandboxSpec(msgspec.Struct, frozen=True, kw_only=True):
     name: str
     image: str
     argv: tuple[str, ...] = ()
-    env: dict[str, str] = msgspec.field(default_factory=dict)
+    env: dict[str, str] = msgspec.field(default_factory=dict[str, str])
     files: tuple[ClaimFile, ...] = ()
     workdir: str = ""
     hostname: str = ""
     limits: ResourceLimits = ResourceLimits()
     network: str = "default"
-    mounts: dict[str, str] = msgspec.field(default_factory=dict)
-    labels: dict[str, str] = msgspec.field(default_factory=dict)
+    mounts: dict[str, str] = msgspec.field(default_factory=dict[str, str])
+    labels: dict[str, str] = msgspec.field(default_factory=dict[str, str])
 
 
 class ExitReason(enum.Enum):

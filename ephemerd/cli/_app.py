@@ -1,0 +1,168 @@
+"""The cyclopts application: commands, global options, exit codes.
+
+Each command imports what it needs inside its body (trio, grpclib, rich, the config
+loader), so ``ephemerd status`` and ``ephemerd version`` start fast.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from cyclopts import App, Parameter
+
+from ephemerd import __version__
+
+from ._options import GlobalOptions, resolve_data_dir
+from ._status import show_status
+
+__all__ = ["app"]
+
+Opts = Annotated[GlobalOptions, Parameter(parse=False)]
+
+app = App(
+    name="ephemerd",
+    help="Ephemeral, isolated CI runners for several forges on one Linux host.",
+    version=__version__,
+    version_flags=[],
+)
+jobs_app = App(name="jobs", help="List, inspect, kill and follow jobs.")
+config_app = App(name="config", help="Inspect the configuration.")
+app.command(jobs_app)
+app.command(config_app)
+
+
+@app.meta.default
+def _launcher(
+    *tokens: Annotated[str, Parameter(show=False, allow_leading_hyphen=True)],
+    data_dir: Annotated[
+        Path | None,
+        Parameter(help="State directory (default: $EPHEMERD_DATA_DIR, else /var/lib/ephemerd)."),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        Parameter(name=["--config", "-c"], help="Config file (default: DATA_DIR/config.toml)."),
+    ] = None,
+) -> int:
+    command, bound, ignored = app.parse_args(tokens)
+    extra: dict[str, object] = {}
+    for name in ignored:
+        extra[name] = GlobalOptions(data_dir=resolve_data_dir(data_dir), config=config)
+    result = command(*bound.args, **bound.kwargs, **extra)
+    return result if isinstance(result, int) else 0
+
+
+@app.command
+def serve(
+    *,
+    log_format: Literal["text", "json"] = "text",
+    log_level: Literal["debug", "info", "warning", "error"] = "info",
+    opts: Opts,
+) -> int:
+    """Run the daemon in the foreground (logs go to stderr)."""
+    from ephemerd._errors import EphemerdError
+
+    try:
+        from ephemerd.daemon import run_daemon
+    except ImportError as error:
+        raise EphemerdError(f"this build has no daemon ({error})") from None
+    return run_daemon(opts.config, opts.data_dir, log_format, log_level)
+
+
+@app.command
+def status(*, json: bool = False, opts: Opts) -> int:
+    """Show the daemon's state, capacity and providers."""
+    return show_status(opts, as_json=json)
+
+
+@jobs_app.default
+def jobs(
+    ref: Annotated[str | None, Parameter(help="A job: <instance>/<id>, or <id> if unique.")] = None,
+    /,
+    *,
+    json: bool = False,
+    watch: Annotated[bool, Parameter(help="Live view of every job until Ctrl-C.")] = False,
+    opts: Opts,
+) -> int:
+    """List jobs, or show one job."""
+    if watch:
+        if ref is not None or json:
+            from ephemerd._errors import ConfigError
+
+            raise ConfigError("--watch takes no job id and no --json")
+        from ._tui import watch_jobs
+
+        return watch_jobs(opts)
+    from ._jobs import list_jobs, show_job
+
+    if ref is None:
+        return list_jobs(opts, as_json=json)
+    return show_job(opts, ref, as_json=json)
+
+
+@jobs_app.command
+def kill(ref: str, /, *, opts: Opts) -> int:
+    """Cancel a job; its sandbox is destroyed and its runner released."""
+    from ._jobs import kill_job
+
+    return kill_job(opts, ref)
+
+
+@jobs_app.command
+def logs(
+    ref: str,
+    /,
+    *,
+    follow: Annotated[bool, Parameter(name=["--follow", "-f"])] = False,
+    opts: Opts,
+) -> int:
+    """Print a job's log; with -f, keep following until the job finishes."""
+    from ._jobs import job_logs
+
+    return job_logs(opts, ref, follow=follow)
+
+
+@app.command
+def drain(
+    *,
+    wait: Annotated[bool, Parameter(help="Cordon and wait for running jobs; no signal.")] = False,
+    timeout: Annotated[str, Parameter(help="With --wait: give up after this long.")] = "45m",
+    opts: Opts,
+) -> int:
+    """Stop taking jobs and let the running ones finish (SIGTERM to the daemon)."""
+    from . import _drain
+
+    if not wait:
+        return _drain.drain(opts)
+    from ephemerd._errors import ConfigError
+    from ephemerd.config import parse_duration
+
+    try:
+        seconds = float(parse_duration(timeout))
+    except (ValueError, TypeError) as error:
+        raise ConfigError(f"--timeout: {error}") from None
+    return _drain.drain_and_wait(opts, timeout=seconds)
+
+
+@app.command
+def uncordon(*, opts: Opts) -> int:
+    """Claim new jobs again after a cordon (drain --wait)."""
+    from ._drain import uncordon as run
+
+    return run(opts)
+
+
+@config_app.command
+def check(*, opts: Opts) -> int:
+    """Validate the configuration and print the resolved providers; starts nothing."""
+    from ephemerd.config import describe, load_config
+
+    print(describe(load_config(opts.config, data_dir=opts.data_dir)))
+    return 0
+
+
+@app.command
+def version() -> int:
+    """Print the version."""
+    print(f"ephemerd {__version__}")
+    return 0

@@ -1,0 +1,46 @@
+"""Options every command shares, and where they lead (data dir, socket, PID file)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TypeVar
+
+import msgspec
+
+__all__ = ["DEFAULT_DATA_DIR", "GlobalOptions", "resolve_data_dir", "run_trio"]
+
+DEFAULT_DATA_DIR = Path("/var/lib/ephemerd")
+
+T = TypeVar("T")
+
+
+def resolve_data_dir(flag: Path | None, env: dict[str, str] | None = None) -> Path:
+    """``--data-dir`` > ``$EPHEMERD_DATA_DIR`` > ``/var/lib/ephemerd``."""
+    if flag is not None:
+        return flag.expanduser()
+    value = (os.environ if env is None else env).get("EPHEMERD_DATA_DIR", "")
+    return Path(value).expanduser() if value else DEFAULT_DATA_DIR
+
+
+class GlobalOptions(msgspec.Struct, frozen=True, kw_only=True):
+    """What ``--data-dir`` and ``--config`` resolved to."""
+
+    data_dir: Path
+    config: Path | None = None
+
+    @property
+    def socket_path(self) -> Path:
+        return self.data_dir / "ephemerd.sock"
+
+    @property
+    def pid_path(self) -> Path:
+        return self.data_dir / "ephemerd.pid"
+
+
+def run_trio(fn: Callable[..., Awaitable[T]], *args: object) -> T:
+    """Run *fn* under Trio; trio is imported only by the commands that need it."""
+    import trio
+
+    return trio.run(fn, *args)

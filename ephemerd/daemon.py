@@ -1,0 +1,283 @@
+"""The composition root: the one module that wires concrete parts together.
+
+``run_daemon`` loads the config, then builds, inside one nursery tree::
+
+    sandbox backend (embedded containerd + images + job network, or in memory)
+    └── providers (one per configured forge instance)
+        └── scheduler (sweeps leftovers, polls, admits, runs jobs)
+            ├── control server on <data-dir>/ephemerd.sock
+            ├── HTTP intake (webhooks, /healthz, /metrics)
+            └── signal handler: SIGTERM/SIGINT drain; a second one stops now
+
+Shutdown unwinds the same tree from the top: the scheduler drains and tears every job
+down, the providers stop, the sandbox backend (and its containerd) stops last.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import math
+import os
+import platform
+import signal
+from collections.abc import AsyncGenerator, Generator
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
+from functools import partial
+from pathlib import Path
+
+import trio
+
+from ephemerd._errors import ConfigError, DaemonAlreadyRunning
+from ephemerd.capabilities import PollConfig, Provider, SandboxBackend, Webhook
+from ephemerd.config import Config, ProviderConfig, load_config
+from ephemerd.control import (
+    SOCKET_NAME,
+    open_control_server,
+    read_pid_file,
+    remove_pid_file,
+    write_pid_file,
+)
+from ephemerd.metrics import Metrics
+from ephemerd.scheduler import HostLabels, Journal, Scheduler, SchedulerOptions
+
+__all__ = ["run_daemon", "serve"]
+
+log = logging.getLogger("ephemerd.daemon")
+
+_LOG_PRUNE_INTERVAL = 3600.0
+
+
+def run_daemon(config_path: Path | None, data_dir: Path, log_format: str, log_level: str) -> int:
+    """Run ``ephemerd serve`` in the foreground until drained; return the exit code.
+
+    Raises:
+        ConfigError: the configuration is invalid or names no provider.
+        DaemonAlreadyRunning: another daemon owns *data_dir*.
+    """
+    from ephemerd._logging import setup_logging
+
+    config = load_config(config_path, data_dir=data_dir)
+    setup_logging(
+        level=log_level if log_level != "info" else config.log.level,
+        fmt=log_format if log_format != "text" else config.log.format,
+    )
+    if not config.providers:
+        raise ConfigError(
+            "no providers configured: add a [github], [forgejo], [gitea], [gitlab] or "
+            "[woodpecker] section to the config (see 'ephemerd config check')"
+        )
+    trio.run(serve, config)
+    return 0
+
+
+async def serve(
+    config: Config, *, task_status: trio.TaskStatus[Scheduler] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Serve until a drain completes. ``task_status`` gets the running scheduler."""
+    data_dir = config.data_dir
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with _single_instance(data_dir):
+        async with AsyncExitStack() as stack:
+            sandbox = await stack.enter_async_context(_open_sandbox(config))
+            providers = [
+                await stack.enter_async_context(_open_provider(p, config)) for p in config.providers
+            ]
+            journal = stack.enter_context(Journal(data_dir / "journal.sqlite"))
+            metrics = Metrics()
+            scheduler = Scheduler(
+                providers=providers,
+                sandbox=sandbox,
+                journal=journal,
+                options=_scheduler_options(config),
+                poll_configs=_poll_configs(config),
+                observer=metrics,
+            )
+            async with trio.open_nursery() as nursery:
+                await nursery.start(_run_scheduler, scheduler, nursery.cancel_scope)
+                socket_path = data_dir / SOCKET_NAME
+                async with open_control_server(scheduler, socket_path=socket_path):
+                    with _pid_file(data_dir / "ephemerd.pid"):
+                        await _start_http(nursery, config, providers, scheduler, metrics)
+                        nursery.start_soon(_handle_signals, scheduler)
+                        log.info(
+                            "ephemerd %s serving %d provider(s), max_concurrent=%d, socket %s",
+                            _version(),
+                            len(providers),
+                            config.runner.max_concurrent,
+                            socket_path,
+                        )
+                        task_status.started(scheduler)
+                        await trio.sleep_forever()
+    log.info("all jobs finished cleanly; ephemerd stopped")
+
+
+async def _run_scheduler(
+    scheduler: Scheduler,
+    everything: trio.CancelScope,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run the scheduler; once it returns (drained), stop the rest of the daemon."""
+    try:
+        await scheduler.run(task_status=task_status)
+    finally:
+        everything.cancel()
+
+
+async def _handle_signals(scheduler: Scheduler) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        draining = False
+        async for signum in signals:
+            name = signal.Signals(signum).name
+            if not draining:
+                draining = True
+                log.info("%s: draining; no new jobs are claimed (send it again to stop now)", name)
+                trio.lowlevel.spawn_system_task(scheduler.drain)
+            else:
+                log.warning("%s again: cancelling running jobs now", name)
+                scheduler.stop_now()
+
+
+async def _start_http(
+    nursery: trio.Nursery,
+    config: Config,
+    providers: list[Provider],
+    scheduler: Scheduler,
+    metrics: Metrics,
+) -> None:
+    from ephemerd.intake import serve_intake, serve_metrics
+
+    webhooks = [p for p in providers if isinstance(p, Webhook)]
+    webhook_listen = str(config.webhook.listen)
+    metrics_listen = str(config.metrics.listen)
+    same_listener = config.metrics.enabled and metrics_listen == webhook_listen
+    if webhooks or same_listener:
+        bound = await nursery.start(
+            partial(
+                serve_intake,
+                listen=webhook_listen,
+                providers=providers,
+                submit=scheduler.submit,
+                status=scheduler.status,
+                metrics=metrics,
+                max_body=int(config.webhook.max_body),
+                serve_metrics=same_listener,
+            )
+        )
+        log.info("webhooks and /healthz on http://%s", bound)
+    if config.metrics.enabled and not same_listener:
+        bound = await nursery.start(
+            partial(serve_metrics, listen=metrics_listen, metrics=metrics, status=scheduler.status)
+        )
+        log.info("metrics on http://%s/metrics", bound)
+
+
+def _scheduler_options(config: Config) -> SchedulerOptions:
+    runner = config.runner
+    return SchedulerOptions(
+        max_concurrent=runner.max_concurrent,
+        labels=HostLabels(extra=runner.labels),
+        job_timeout=runner.job_timeout if runner.job_timeout is not None else math.inf,
+        shutdown_timeout=float(runner.shutdown_timeout),
+        teardown_timeout=float(runner.teardown_timeout),
+        claim_retry=runner.retry.policy,
+        default_image=runner.default_image,
+        limits=runner.resource_limits,
+        network=config.sandbox.network,
+    )
+
+
+def _poll_configs(config: Config) -> dict[str, PollConfig]:
+    labels = HostLabels(extra=config.runner.labels).runner_labels()
+    configs: dict[str, PollConfig] = {}
+    for provider in config.providers:
+        interval = getattr(provider, "poll_interval", None)
+        configs[provider.name] = PollConfig(
+            interval=float(interval) if interval else 30.0, labels=labels
+        )
+    return configs
+
+
+@asynccontextmanager
+async def _open_sandbox(config: Config) -> AsyncGenerator[SandboxBackend]:
+    log_dir = config.data_dir / config.sandbox.log_dir
+    if config.sandbox.backend == "memory":
+        from ephemerd.testing import MemorySandbox
+
+        log.warning("sandbox backend 'memory': jobs do not really run (a test double)")
+        yield MemorySandbox(log_dir=log_dir)
+        return
+    from ephemerd.sandbox import open_daemon_sandbox
+
+    async with open_daemon_sandbox(
+        data_dir=config.data_dir,
+        log_dir=log_dir,
+        containerd_address=config.sandbox.containerd_address or None,
+        network=config.sandbox.network,
+        allow=config.sandbox.allow,
+        log_retention=config.log.retention,
+    ) as backend:
+        yield backend
+
+
+@asynccontextmanager
+async def _open_provider(provider: ProviderConfig, config: Config) -> AsyncGenerator[Provider]:
+    match provider.kind:
+        case "memory":
+            from ephemerd.testing import MemoryProvider
+
+            yield MemoryProvider(
+                provider.name, webhook_secret=provider.secret.reveal() if provider.secret else ""
+            )
+        case "github":
+            from ephemerd.forges.github import open_github_provider, options_from_config
+
+            options = options_from_config(provider, runner_labels=config.runner.labels)
+            async with open_github_provider(options) as github:
+                yield github
+        case kind:
+            raise ConfigError(
+                f"{provider.name}: the {kind} provider is not available in this version yet"
+            )
+
+
+@contextmanager
+def _single_instance(data_dir: Path) -> Generator[None]:
+    """Hold an exclusive lock on the data dir for the daemon's lifetime."""
+    lock_path = data_dir / "ephemerd.lock"
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid = _running_pid(data_dir)
+            who = f" (pid {pid})" if pid else ""
+            raise DaemonAlreadyRunning(
+                f"ephemerd is already running{who} with data dir {data_dir}"
+            ) from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def _running_pid(data_dir: Path) -> int | None:
+    try:
+        return read_pid_file(data_dir / "ephemerd.pid")
+    except Exception:
+        return None
+
+
+@contextmanager
+def _pid_file(path: Path) -> Generator[None]:
+    write_pid_file(path)
+    try:
+        yield
+    finally:
+        remove_pid_file(path)
+
+
+def _version() -> str:
+    from ephemerd import __version__
+
+    return f"{__version__} on {platform.machine()}"

@@ -1,0 +1,199 @@
+"""The containerd sandbox backend: ``capabilities.SandboxBackend`` for real.
+
+Creating a sandbox is a chain of steps, each of which leaves something behind in
+containerd or on the host: a lease, a snapshot, credential files, a network namespace,
+a container. They are all named after the sandbox and all removed by the one teardown
+in ``_runtime.py``, which ``create`` runs itself (shielded) when any step fails or is
+cancelled, so a failed create leaves nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncGenerator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import betterproto.lib.google.protobuf as pb
+import msgspec
+import trio
+
+from ephemerd._errors import EphemerdError, SandboxError
+from ephemerd._proto.containerd.services.containers import v1 as containers_v1
+from ephemerd._proto.containerd.services.leases import v1 as leases_v1
+from ephemerd._proto.containerd.services.snapshots import v1 as snapshots_v1
+from ephemerd.capabilities import ClaimFile, SandboxSpec
+
+from ._client import MANAGED_LABEL, SNAPSHOTTER, AlreadyExists, ContainerdClient
+from ._handle import ContainerdHandle
+from ._images import ImageStore
+from ._runtime import SANDBOX_LABEL, NetworkAttacher, SandboxRuntime, check_name, lease_id
+from ._spec import build_process, build_spec
+
+__all__ = ["SPEC_TYPE_URL", "ContainerdSandbox", "open_sandbox_backend"]
+
+log = logging.getLogger(__name__)
+
+SPEC_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/Spec"
+_MANAGED_FILTER = f'labels."{MANAGED_LABEL}"==true'
+
+
+def _merge_env(image_env: tuple[str, ...], env: dict[str, str]) -> dict[str, str]:
+    merged: dict[str, str] = {}
+    for entry in image_env:
+        key, _, value = entry.partition("=")
+        merged[key] = value
+    merged.update(env)
+    merged.setdefault("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+    return merged
+
+
+class ContainerdSandbox:
+    """Creates sandboxes on containerd; finds and destroys its own, even from a past run.
+
+    Build it with ``open_sandbox_backend``.
+    """
+
+    def __init__(self, runtime: SandboxRuntime, images: ImageStore) -> None:
+        self._rt = runtime
+        self.images = images
+
+    @property
+    def log_dir(self) -> Path:
+        return self._rt.log_dir
+
+    async def create(self, spec: SandboxSpec) -> ContainerdHandle:
+        """Create (not start) the sandbox *spec* describes.
+
+        Raises:
+            SandboxError: a bad name, no command, or containerd refused a step.
+            ImagePullError: the image is missing and cannot be pulled.
+
+        Cancellation: everything created so far is removed (shielded) first.
+        """
+        check_name(spec.name)
+        image = await self.images.ensure(spec.image)
+        rt, client, name = self._rt, self._rt.client, spec.name
+        labels = {**spec.labels, MANAGED_LABEL: "true", SANDBOX_LABEL: name}
+        lease = lease_id(name)
+        try:
+            await client.call(
+                client.leases.create, leases_v1.CreateRequest(id=lease, labels=labels)
+            )
+        except AlreadyExists:  # not ours to tear down
+            raise SandboxError(f"sandbox {name} already exists") from None
+        except BaseException:  # cancelled: the lease may exist all the same
+            await rt.teardown(name)
+            raise
+        try:
+            prepared = await client.call(
+                client.snapshots.prepare,
+                snapshots_v1.PrepareSnapshotRequest(
+                    snapshotter=SNAPSHOTTER, key=name, parent=image.chain_id, labels=labels
+                ),
+                lease=lease,
+            )
+            files = spec.files
+            netns: str | None = None
+            if spec.network != "none" and rt.network is not None:
+                netns = await rt.network.attach(name)
+                resolv = ClaimFile(
+                    path="/etc/resolv.conf", content=rt.network.resolv_conf(), mode=0o444
+                )
+                files = (resolv, *files)
+            file_mounts = rt.files.write(name, files)
+            env = _merge_env(image.runtime.env, spec.env)
+            workdir = spec.workdir or image.runtime.working_dir or "/"
+            argv = spec.argv or (*image.runtime.entrypoint, *image.runtime.cmd)
+            oci = build_spec(
+                name=name,
+                process=build_process(argv, env=env, cwd=workdir),
+                hostname=spec.hostname or name[:63],
+                limits=spec.limits,
+                files=file_mounts,
+                binds=spec.mounts,
+                netns=netns,
+            )
+            container = containers_v1.Container(
+                id=name,
+                labels=labels,
+                image=image.reference,
+                runtime=containers_v1.ContainerRuntime(name=rt.runtime),
+                spec=pb.Any(type_url=SPEC_TYPE_URL, value=msgspec.json.encode(oci)),
+                snapshotter=SNAPSHOTTER,
+                snapshot_key=name,
+            )
+            await client.call(
+                client.containers.create,
+                containers_v1.CreateContainerRequest(container=container),
+                lease=lease,
+            )
+        except BaseException:
+            await rt.teardown(name)
+            raise
+        return ContainerdHandle(rt, name, rootfs=prepared.mounts, env=env, workdir=workdir)
+
+    async def list_own(self) -> list[str]:
+        """Every sandbox this backend created and has not destroyed, half-created ones too."""
+        client = self._rt.client
+        containers = await client.call(
+            client.containers.list, containers_v1.ListContainersRequest(filters=[_MANAGED_FILTER])
+        )
+        leases = await client.call(
+            client.leases.list,
+            leases_v1.ListRequest(filters=[f'labels."{SANDBOX_LABEL}"']),
+        )
+        names = {c.labels.get(SANDBOX_LABEL, c.id) for c in containers.containers}
+        names.update(lease.labels[SANDBOX_LABEL] for lease in leases.leases)
+        names.update(self._rt.files.names())
+        return sorted(names)
+
+    async def destroy(self, name: str) -> None:
+        """Destroy sandbox *name* (e.g. an orphan). Idempotent; shielded."""
+        check_name(name)
+        await self._rt.teardown(name)
+
+    async def sweep(self) -> list[str]:
+        """Destroy every sandbox left over; return their names (call at startup)."""
+        names = await self.list_own()
+        for name in names:
+            log.warning("destroying leftover sandbox %s", name)
+            await self._rt.teardown(name)
+        return names
+
+
+@asynccontextmanager
+async def open_sandbox_backend(
+    client: ContainerdClient,
+    *,
+    data_dir: Path,
+    images: ImageStore | None = None,
+    network: NetworkAttacher | None = None,
+) -> AsyncGenerator[ContainerdSandbox]:
+    """The sandbox backend for the block's duration.
+
+    Mounts the credentials tmpfs and creates the log and FIFO directories; unmounts the
+    tmpfs on the way out (sandboxes should be destroyed by then).
+
+    Raises:
+        RuntimeUnavailable: the tmpfs could not be mounted (not root).
+    """
+    runtime = SandboxRuntime(client, data_dir=data_dir, network=network)
+    runtime.prepare()
+    backend = ContainerdSandbox(runtime, images or ImageStore(client))
+    try:
+        async with trio.open_nursery() as nursery:
+            runtime.nursery = nursery
+            try:
+                yield backend
+            finally:
+                runtime.nursery = None
+                nursery.cancel_scope.cancel()  # log pumps of sandboxes still running
+    finally:
+        with trio.CancelScope(shield=True):
+            try:
+                left = await backend.list_own()
+            except EphemerdError:
+                left = []
+            if not left:
+                runtime.files.unmount()

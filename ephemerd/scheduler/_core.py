@@ -1,0 +1,122 @@
+"""The state the scheduler's parts share, owned by one ``Scheduler``.
+
+Everything here runs on the Trio thread; there are no locks, because every decision
+that must be atomic (admission, binding a runner) happens without a checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+
+import trio
+
+from ephemerd._errors import SchedulerError
+from ephemerd.capabilities import (
+    JobChange,
+    JobState,
+    JobView,
+    Provider,
+    RunnerNameReporter,
+    SandboxBackend,
+)
+
+from ._admission import Admission
+from ._journal import Journal
+from ._metrics import Counters
+from ._observer import NullObserver, SchedulerObserver
+from ._options import SchedulerOptions
+from ._records import JobRecord, JobTable
+from ._slots import Slots
+from ._supervise import ProviderTracker
+from ._watch import WatchHub
+
+__all__ = ["Core"]
+
+log = logging.getLogger("ephemerd.scheduler")
+
+
+class Core:
+    """Shared scheduler state; see ``Scheduler`` for what each piece is for."""
+
+    def __init__(
+        self,
+        *,
+        providers: Sequence[Provider],
+        sandbox: SandboxBackend,
+        journal: Journal,
+        options: SchedulerOptions,
+        wall_clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+        observer: SchedulerObserver | None = None,
+    ) -> None:
+        by_name: dict[str, Provider] = {}
+        for provider in providers:
+            if provider.name in by_name:
+                raise SchedulerError(f"two providers are named {provider.name!r}")
+            by_name[provider.name] = provider
+        self.providers: Mapping[str, Provider] = by_name
+        self.trackers = {name: ProviderTracker(p) for name, p in by_name.items()}
+        self.backend = sandbox
+        self.journal = journal
+        self.options = options
+        self.wall_clock = wall_clock
+        self.rng = rng or random.Random()
+        self.observer: SchedulerObserver = observer or NullObserver()
+        self.table = JobTable()
+        self.admission = Admission(options.labels, dedup_window=options.dedup_window)
+        self.counters = Counters()
+        self.slots = Slots(options.max_concurrent)
+        self.hub = WatchHub(self.snapshot)
+        self.draining = False
+        self.jobs_nursery: trio.Nursery | None = None
+        self.idle = trio.Event()
+        self.idle.set()
+
+    @property
+    def cordoned(self) -> bool:
+        return self.admission.cordoned
+
+    def reports_runner_names(self, instance: str) -> bool:
+        provider = self.providers.get(instance)
+        return isinstance(provider, RunnerNameReporter) and bool(provider.reports_runner_names)
+
+    def view(self, record: JobRecord) -> JobView:
+        return record.view(self.table.runner_of)
+
+    def snapshot(self) -> list[JobChange]:
+        return [JobChange(job=self.view(r)) for r in self.table.all_records()]
+
+    def changed(self, record: JobRecord) -> None:
+        """Publish *record*'s new view to watchers."""
+        if self.hub.watchers:
+            self.hub.publish(JobChange(job=self.view(record)))
+
+    def set_state(self, record: JobRecord, state: JobState, detail: str = "") -> None:
+        record.state = state
+        record.detail = detail
+        self.changed(record)
+
+    def add(self, record: JobRecord) -> None:
+        self.table.add(record)
+        self.idle = trio.Event() if self.idle.is_set() else self.idle
+        self.changed(record)
+
+    def retire(self, record: JobRecord) -> None:
+        self.table.retire(record)
+        if not len(self.table):
+            self.idle.set()
+
+    def count(self, *states: JobState) -> int:
+        return sum(1 for r in self.table.live_records() if r.state in states)
+
+    def wake_parked(self) -> None:
+        """Cancel every wait for a slot or a retry, e.g. on cordon; those jobs are abandoned."""
+        for record in self.table.live_records():
+            if record.park_scope is not None:
+                record.park_scope.cancel()
+
+    def log_job(self, level: int, record: JobRecord, message: str, *args: object) -> None:
+        log.log(level, "job %s (%s): " + message, record.key, record.event.repo, *args)

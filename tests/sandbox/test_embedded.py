@@ -1,0 +1,110 @@
+"""The embedded containerd: start, readiness, missing binaries, restart after a crash."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+import trio
+
+from ephemerd._errors import RuntimeUnavailable
+from ephemerd.capabilities import ExitReason
+from ephemerd.sandbox import (
+    ImageStore,
+    build_host_image,
+    open_containerd,
+    open_sandbox_backend,
+)
+from ephemerd.sandbox._embedded import _socket_path
+
+from .containerd_fixture import needs_containerd
+from .sandbox_helpers import spec, unique
+
+pytestmark = [needs_containerd, pytest.mark.containerd]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+async def test_starts_answers_and_stops(tmp_path: Path) -> None:
+    async with open_containerd(data_dir=tmp_path) as client:
+        embedded = client.embedded
+        assert embedded is not None
+        assert 0 < embedded.ready_seconds < 10
+        config = embedded.config.read_text()
+        assert "io.containerd.grpc.v1.cri" in config  # listed as disabled
+        assert str(tmp_path) in config
+        pid = int(embedded.pid_file.read_text())
+        assert _alive(pid)
+        assert embedded.socket.is_socket()
+    assert not embedded.pid_file.exists()
+    assert not _alive(pid)
+
+
+@pytest.mark.parametrize(("keep", "package"), [((), "'containerd'"), (("containerd",), "'runc'")])
+async def test_missing_binaries_name_the_debian_package(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, keep: tuple[str, ...], package: str
+) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name in keep:
+        (bin_dir / name).symlink_to(f"/usr/bin/{name}")
+    monkeypatch.setenv("PATH", str(bin_dir))
+    with pytest.raises(RuntimeUnavailable, match=package) as caught:
+        async with open_containerd(data_dir=tmp_path / "data"):
+            pass
+    assert "\n" not in str(caught.value)
+
+
+async def test_external_address_that_does_not_answer(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeUnavailable, match="did not answer"):
+        async with open_containerd(
+            data_dir=tmp_path, address=str(tmp_path / "nothing.sock"), ready_timeout=0.3
+        ):
+            pass
+
+
+def test_deep_data_dir_gets_a_short_socket(tmp_path: Path) -> None:
+    deep = tmp_path / ("x" * 120)
+    path = _socket_path(deep)
+    assert len(str(path)) < 100
+    assert path.parent.parent == Path("/run/ephemerd")
+    assert _socket_path(Path("/var/lib/ephemerd")) == Path("/var/lib/ephemerd/containerd.sock")
+
+
+async def test_restart_after_crash_keeps_running_sandboxes(tmp_path: Path) -> None:
+    async with open_containerd(data_dir=tmp_path) as client:
+        embedded = client.embedded
+        assert embedded is not None
+        images = ImageStore(client)
+        await build_host_image(images, work_dir=tmp_path / "tmp")
+        async with open_sandbox_backend(client, data_dir=tmp_path, images=images) as backend:
+            handle = await backend.create(spec(unique("survivor"), "sleep", "300"))
+            try:
+                await handle.start()
+                outcome = []
+                async with trio.open_nursery() as nursery:
+
+                    async def waiter() -> None:
+                        outcome.append(await handle.wait())
+
+                    nursery.start_soon(waiter)
+                    restarted = embedded.restarted
+                    os.kill(int(embedded.pid_file.read_text()), signal.SIGKILL)
+                    await restarted.wait()
+                    assert embedded.restarts == 1
+                    # the shim kept the task; the new containerd re-attached it
+                    assert (await handle.stats()).pids >= 1
+                    assert await handle.exec(["true"]) == 0
+                    await handle.kill()
+                assert outcome[0].reason is ExitReason.KILLED
+            finally:
+                await handle.destroy()
+            assert await backend.list_own() == []
