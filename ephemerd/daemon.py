@@ -15,10 +15,8 @@ down, the providers stop, the sandbox backend (and its containerd) stops last.
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import math
-import os
 import platform
 import signal
 from collections.abc import AsyncGenerator, Generator
@@ -28,13 +26,13 @@ from pathlib import Path
 
 import trio
 
-from ephemerd._errors import ConfigError, DaemonAlreadyRunning
+from ephemerd._errors import ConfigError
+from ephemerd._lock import hold_data_dir
 from ephemerd.capabilities import PollConfig, Provider, SandboxBackend, Webhook
-from ephemerd.config import Config, ProviderConfig, load_config
+from ephemerd.config import Config, ForgejoConfig, GiteaConfig, ProviderConfig, load_config
 from ephemerd.control import (
     SOCKET_NAME,
     open_control_server,
-    read_pid_file,
     remove_pid_file,
     write_pid_file,
 )
@@ -77,7 +75,7 @@ async def serve(
     """Serve until a drain completes. ``task_status`` gets the running scheduler."""
     data_dir = config.data_dir
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with _single_instance(data_dir):
+    with hold_data_dir(data_dir):
         async with AsyncExitStack() as stack:
             sandbox = await stack.enter_async_context(_open_sandbox(config))
             providers = [
@@ -178,6 +176,7 @@ def _scheduler_options(config: Config) -> SchedulerOptions:
     return SchedulerOptions(
         max_concurrent=runner.max_concurrent,
         labels=HostLabels(extra=runner.labels),
+        instance_labels=_instance_labels(config),
         job_timeout=runner.job_timeout if runner.job_timeout is not None else math.inf,
         shutdown_timeout=float(runner.shutdown_timeout),
         teardown_timeout=float(runner.teardown_timeout),
@@ -186,6 +185,15 @@ def _scheduler_options(config: Config) -> SchedulerOptions:
         limits=runner.resource_limits,
         network=config.sandbox.network,
     )
+
+
+def _instance_labels(config: Config) -> dict[str, tuple[str, ...]]:
+    """Forgejo/Gitea runner labels (``name:docker://image``) offered to their instance only."""
+    extra: dict[str, tuple[str, ...]] = {}
+    for provider in config.providers:
+        if isinstance(provider, ForgejoConfig | GiteaConfig) and provider.labels:
+            extra[provider.name] = tuple(label.split(":", 1)[0] for label in provider.labels)
+    return extra
 
 
 def _poll_configs(config: Config) -> dict[str, PollConfig]:
@@ -208,17 +216,16 @@ async def _open_sandbox(config: Config) -> AsyncGenerator[SandboxBackend]:
         log.warning("sandbox backend 'memory': jobs do not really run (a test double)")
         yield MemorySandbox(log_dir=log_dir)
         return
-    from ephemerd.sandbox import open_daemon_sandbox
+    from ephemerd.sandbox import open_sandbox_stack
 
-    async with open_daemon_sandbox(
+    async with open_sandbox_stack(
         data_dir=config.data_dir,
-        log_dir=log_dir,
         containerd_address=config.sandbox.containerd_address or None,
         network=config.sandbox.network,
         allow=config.sandbox.allow,
         log_retention=config.log.retention,
-    ) as backend:
-        yield backend
+    ) as stack:
+        yield stack.backend
 
 
 @asynccontextmanager
@@ -236,36 +243,24 @@ async def _open_provider(provider: ProviderConfig, config: Config) -> AsyncGener
             options = options_from_config(provider, runner_labels=config.runner.labels)
             async with open_github_provider(options) as github:
                 yield github
+        case "forgejo":
+            from ephemerd.forges.forgejo import open_forgejo_provider
+            from ephemerd.forges.forgejo import options_from_config as forgejo_options
+
+            options = forgejo_options(provider, runner_labels=config.runner.labels)
+            async with open_forgejo_provider(options) as forgejo:
+                yield forgejo
+        case "gitea":
+            from ephemerd.forges.gitea import open_gitea_provider
+            from ephemerd.forges.gitea import options_from_config as gitea_options
+
+            options = gitea_options(provider, runner_labels=config.runner.labels)
+            async with open_gitea_provider(options) as gitea:
+                yield gitea
         case kind:
             raise ConfigError(
                 f"{provider.name}: the {kind} provider is not available in this version yet"
             )
-
-
-@contextmanager
-def _single_instance(data_dir: Path) -> Generator[None]:
-    """Hold an exclusive lock on the data dir for the daemon's lifetime."""
-    lock_path = data_dir / "ephemerd.lock"
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            pid = _running_pid(data_dir)
-            who = f" (pid {pid})" if pid else ""
-            raise DaemonAlreadyRunning(
-                f"ephemerd is already running{who} with data dir {data_dir}"
-            ) from None
-        yield
-    finally:
-        os.close(fd)
-
-
-def _running_pid(data_dir: Path) -> int | None:
-    try:
-        return read_pid_file(data_dir / "ephemerd.pid")
-    except Exception:
-        return None
 
 
 @contextmanager

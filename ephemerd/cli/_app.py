@@ -19,6 +19,7 @@ from ._status import show_status
 __all__ = ["app"]
 
 Opts = Annotated[GlobalOptions, Parameter(parse=False)]
+Json = Annotated[bool, Parameter(help="Print JSON (sorted keys).", negative=())]
 
 app = App(
     name="ephemerd",
@@ -46,8 +47,8 @@ def _launcher(
 ) -> int:
     command, bound, ignored = app.parse_args(tokens)
     extra: dict[str, object] = {}
-    for name in ignored:
-        extra[name] = GlobalOptions(data_dir=resolve_data_dir(data_dir), config=config)
+    if "opts" in ignored:  # the commands' one unparsed parameter
+        extra["opts"] = GlobalOptions(data_dir=resolve_data_dir(data_dir), config=config)
     result = command(*bound.args, **bound.kwargs, **extra)
     return result if isinstance(result, int) else 0
 
@@ -70,18 +71,22 @@ def serve(
 
 
 @app.command
-def status(*, json: bool = False, opts: Opts) -> int:
+def status(*, json: Json = False, opts: Opts) -> int:
     """Show the daemon's state, capacity and providers."""
     return show_status(opts, as_json=json)
 
 
 @jobs_app.default
 def jobs(
-    ref: Annotated[str | None, Parameter(help="A job: <instance>/<id>, or <id> if unique.")] = None,
+    ref: Annotated[
+        str | None, Parameter(help="A job: INSTANCE/ID, or ID when only one instance has it.")
+    ] = None,
     /,
     *,
-    json: bool = False,
-    watch: Annotated[bool, Parameter(help="Live view of every job until Ctrl-C.")] = False,
+    json: Json = False,
+    watch: Annotated[
+        bool, Parameter(help="Live view of every job until Ctrl-C.", negative=())
+    ] = False,
     opts: Opts,
 ) -> int:
     """List jobs, or show one job."""
@@ -113,7 +118,9 @@ def logs(
     ref: str,
     /,
     *,
-    follow: Annotated[bool, Parameter(name=["--follow", "-f"])] = False,
+    follow: Annotated[
+        bool, Parameter(name=["--follow", "-f"], help="Until the job ends.", negative=())
+    ] = False,
     opts: Opts,
 ) -> int:
     """Print a job's log; with -f, keep following until the job finishes."""
@@ -125,7 +132,9 @@ def logs(
 @app.command
 def drain(
     *,
-    wait: Annotated[bool, Parameter(help="Cordon and wait for running jobs; no signal.")] = False,
+    wait: Annotated[
+        bool, Parameter(help="Cordon and wait for running jobs; no signal.", negative=())
+    ] = False,
     timeout: Annotated[str, Parameter(help="With --wait: give up after this long.")] = "45m",
     opts: Opts,
 ) -> int:
@@ -157,7 +166,15 @@ def check(*, opts: Opts) -> int:
     """Validate the configuration and print the resolved providers; starts nothing."""
     from ephemerd.config import describe, load_config
 
-    print(describe(load_config(opts.config, data_dir=opts.data_dir)))
+    config = load_config(opts.config, data_dir=opts.data_dir)
+    claim_models: dict[str, str] = {}
+    for provider in config.providers:
+        if provider.kind in ("forgejo", "gitea"):
+            from ephemerd.forges import forgejo, gitea
+
+            forge = forgejo if provider.kind == "forgejo" else gitea
+            claim_models[provider.name] = forge.describe_claim_model(provider)
+    print(describe(config, claim_models=claim_models))
     return 0
 
 

@@ -40,7 +40,41 @@ class GlobalOptions(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def run_trio(fn: Callable[..., Awaitable[T]], *args: object) -> T:
-    """Run *fn* under Trio; trio is imported only by the commands that need it."""
+    """Run *fn* under Trio; Ctrl-C cancels it cleanly and raises ``KeyboardInterrupt``.
+
+    SIGINT is received as a message rather than raised wherever the interpreter happens
+    to be: raised inside an asyncio callback of the trio-asyncio bridge, it would be lost
+    and leave the command hanging. trio is imported only by the commands that need it.
+    """
+    import signal
+
     import trio
 
-    return trio.run(fn, *args)
+    interrupted = False
+    results: list[T] = []
+    errors: list[Exception] = []
+
+    async def main() -> None:
+        with trio.open_signal_receiver(signal.SIGINT) as signals:
+            async with trio.open_nursery() as nursery:
+
+                async def on_sigint() -> None:
+                    nonlocal interrupted
+                    async for _ in signals:
+                        interrupted = True
+                        nursery.cancel_scope.cancel()
+
+                nursery.start_soon(on_sigint)
+                try:
+                    results.append(await fn(*args))
+                except Exception as error:  # kept out of the nursery's ExceptionGroup
+                    errors.append(error)
+                finally:
+                    nursery.cancel_scope.cancel()
+
+    trio.run(main)
+    if interrupted:
+        raise KeyboardInterrupt
+    if errors:
+        raise errors[0]
+    return results[0]

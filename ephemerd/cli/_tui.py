@@ -23,9 +23,11 @@ from ephemerd.capabilities import DaemonStatus, JobKey, JobState, JobView, Provi
 from ephemerd.control import WatchUpdate
 
 from ._format import format_age, job_line, state_words
-from ._options import GlobalOptions
+from ._options import GlobalOptions, run_trio
 
 __all__ = ["WatchState", "render", "watch_jobs"]
+
+SNAPSHOT_TIMEOUT = 5.0
 
 _STATE_STYLE = {
     JobState.PARKED: "dim",
@@ -169,6 +171,16 @@ def watch_jobs(opts: GlobalOptions) -> int:
     def note(line: str) -> None:
         print(f"ephemerd: {line}", file=sys.stderr, flush=True)
 
+    def take(update: WatchUpdate, redraw: Callable[[], None]) -> None:
+        if state.problem and not interactive:
+            note("reconnected")
+        changes = state.apply(update)
+        backoff.reset()
+        if interactive:
+            redraw()
+        else:
+            _print_changes(changes)
+
     async def follow(redraw: Callable[[], None]) -> None:
         connected_once = False
         while True:
@@ -177,17 +189,21 @@ def watch_jobs(opts: GlobalOptions) -> int:
                     open_control_client(opts.socket_path) as client,
                     client.watch_jobs() as updates,
                 ):
+                    # The daemon sends its snapshot at once; a connection that stays
+                    # silent (a socket caught mid-restart) is dropped and retried.
+                    with trio.fail_after(SNAPSHOT_TIMEOUT):
+                        first = await anext(updates)
+                    take(first, redraw)
+                    connected_once = True
                     async for update in updates:
-                        if state.problem and not interactive:
-                            note("reconnected")
-                        changes = state.apply(update)
-                        connected_once = True
-                        backoff.reset()
-                        if interactive:
-                            redraw()
-                        else:
-                            _print_changes(changes)
+                        take(update, redraw)
                 raise ControlError("the daemon closed the stream")
+            except trio.TooSlowError:
+                error = ControlError("the daemon sent no snapshot")
+                if not connected_once:
+                    raise error from None
+                state.problem = str(error)
+                redraw()
             except ControlError as error:
                 if not connected_once:
                     raise
@@ -214,7 +230,7 @@ def watch_jobs(opts: GlobalOptions) -> int:
                 nursery.start_soon(_tick, redraw)
                 await follow(redraw)
 
-    trio.run(main)
+    run_trio(main)
     return 0
 
 

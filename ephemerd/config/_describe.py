@@ -8,6 +8,7 @@ apply and copy lines back into the file.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import cast
 
@@ -39,12 +40,18 @@ _CLAIM_MODELS = {
 }
 
 
-def describe(config: Config) -> str:
-    """Render *config* for people; no secret value appears in the result."""
+def describe(config: Config, *, claim_models: Mapping[str, str] | None = None) -> str:
+    """Render *config* for people; no secret value appears in the result.
+
+    Args:
+        config: the loaded configuration.
+        claim_models: per instance name, the forge's own account of how it will claim
+            jobs (the forges know; the config layer only knows the general model).
+    """
     lines = ["ephemerd configuration"]
     source = str(config.source) if config.source else "built-in defaults (no config file)"
     lines += [f"  source:    {source}", f"  data dir:  {config.data_dir}", ""]
-    lines += _summary(config)
+    lines += _summary(config, claim_models or {})
     lines += ["", f"compat_single_provider = {_value(config.compat_single_provider)}"]
     for provider in config.providers:
         lines += ["", f"[[{provider.kind}]]", *_fields(provider, "")]
@@ -54,7 +61,7 @@ def describe(config: Config) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _summary(config: Config) -> list[str]:
+def _summary(config: Config, claim_models: Mapping[str, str]) -> list[str]:
     if not config.providers:
         return [
             "providers: none enabled (add a [github] section with owner and token,",
@@ -70,7 +77,7 @@ def _summary(config: Config) -> list[str]:
             + ("  (test double)" if isinstance(provider, MemoryConfig) else ""),
             f"    endpoint:     {_endpoint(provider)}",
             f"    auth:         {_auth(provider)}",
-            f"    claim model:  {_CLAIM_MODELS[provider.kind]}",
+            f"    claim model:  {claim_models.get(provider.name, _CLAIM_MODELS[provider.kind])}",
         ]
     return lines
 

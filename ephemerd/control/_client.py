@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Generic, TypeVar, cast
 
 import grpclib.client
+from grpclib.config import Configuration
 
 from ephemerd._aio import aio_stream, open_aio_loop, run_aio
 from ephemerd._errors import ControlError
@@ -148,9 +149,14 @@ async def _call_with_deadline(
     return await method(request, timeout=seconds)
 
 
+# HTTP/2 pings on a quiet connection: a watch whose daemon went away without closing
+# the socket (a frozen process, a lost peer) ends within about 15 s instead of never.
+_KEEPALIVE = Configuration(_keepalive_time=10.0, _keepalive_timeout=5.0)
+
+
 def _make_stub(socket_path: Path) -> tuple[grpclib.client.Channel, pb.ControlStub]:
     # Must run inside the asyncio loop (grpclib binds the running loop).
-    channel = grpclib.client.Channel(path=str(socket_path))
+    channel = grpclib.client.Channel(path=str(socket_path), config=_KEEPALIVE)
     return channel, pb.ControlStub(channel)
 
 

@@ -40,6 +40,7 @@ Req = TypeVar("Req")
 Rep = TypeVar("Rep")
 Send = Callable[[Rep], Awaitable[None]]
 
+_PREFIX = "/ephemerd.v1.Control/"
 LOG_CHUNK = 32 * 1024
 # How often a follower re-reads a log file that has no new bytes yet.
 LOG_POLL_INTERVAL = 0.2
@@ -80,57 +81,17 @@ class ControlService:
         self._target = target
 
     def __mapping__(self) -> dict[str, grpclib.const.Handler]:
-        unary = grpclib.const.Cardinality.UNARY_UNARY
-        stream = grpclib.const.Cardinality.UNARY_STREAM
-        prefix = "/ephemerd.v1.Control/"
-
-        def handler(
-            name: str,
-            func: Callable[[grpclib.server.Stream[Req, Rep]], Awaitable[None]],
-            cardinality: grpclib.const.Cardinality,
-            request: type[Req],
-            reply: type[Rep],
-        ) -> tuple[str, grpclib.const.Handler]:
-            return prefix + name, grpclib.const.Handler(func, cardinality, request, reply)
-
+        unary, streaming = self._unary, self._streaming
         return dict(
             [
-                handler(
-                    "Status", self._unary(self._status), unary, pb.StatusRequest, pb.StatusResponse
-                ),
-                handler(
-                    "ListJobs",
-                    self._unary(self._list_jobs),
-                    unary,
-                    pb.ListJobsRequest,
-                    pb.ListJobsResponse,
-                ),
-                handler("GetJob", self._unary(self._get_job), unary, pb.GetJobRequest, pb.Job),
-                handler("KillJob", self._unary(self._kill_job), unary, pb.KillJobRequest, pb.Job),
-                handler(
-                    "GetJobLogs",
-                    self._streaming(self._get_job_logs),
-                    stream,
-                    pb.GetJobLogsRequest,
-                    pb.LogChunk,
-                ),
-                handler(
-                    "Cordon", self._unary(self._cordon), unary, pb.CordonRequest, pb.StatusResponse
-                ),
-                handler(
-                    "Uncordon",
-                    self._unary(self._uncordon),
-                    unary,
-                    pb.UncordonRequest,
-                    pb.StatusResponse,
-                ),
-                handler(
-                    "WatchJobs",
-                    self._streaming(self._watch_jobs),
-                    stream,
-                    pb.WatchJobsRequest,
-                    pb.JobUpdate,
-                ),
+                unary("Status", self._status, pb.StatusRequest, pb.StatusResponse),
+                unary("ListJobs", self._list_jobs, pb.ListJobsRequest, pb.ListJobsResponse),
+                unary("GetJob", self._get_job, pb.GetJobRequest, pb.Job),
+                unary("KillJob", self._kill_job, pb.KillJobRequest, pb.Job),
+                streaming("GetJobLogs", self._get_job_logs, pb.GetJobLogsRequest, pb.LogChunk),
+                unary("Cordon", self._cordon, pb.CordonRequest, pb.StatusResponse),
+                unary("Uncordon", self._uncordon, pb.UncordonRequest, pb.StatusResponse),
+                streaming("WatchJobs", self._watch_jobs, pb.WatchJobsRequest, pb.JobUpdate),
             ]
         )
 
@@ -149,28 +110,38 @@ class ControlService:
             raise error_to_grpc(_first_leaf(matched)) from None
 
     def _unary(
-        self, body: Callable[[Req], Awaitable[Rep]]
-    ) -> Callable[[grpclib.server.Stream[Req, Rep]], Awaitable[None]]:
+        self,
+        name: str,
+        body: Callable[[Req], Awaitable[Rep]],
+        request: type[Req],
+        reply: type[Rep],
+    ) -> tuple[str, grpclib.const.Handler]:
         async def handle(stream: grpclib.server.Stream[Req, Rep]) -> None:
-            request = await stream.recv_message()
-            assert request is not None
-            await stream.send_message(await self._in_trio(body, request))
+            message = await stream.recv_message()
+            assert message is not None
+            await stream.send_message(await self._in_trio(body, message))
 
-        return handle
+        cardinality = grpclib.const.Cardinality.UNARY_UNARY
+        return _PREFIX + name, grpclib.const.Handler(handle, cardinality, request, reply)
 
     def _streaming(
-        self, body: Callable[[Req, Send[Rep]], Awaitable[None]]
-    ) -> Callable[[grpclib.server.Stream[Req, Rep]], Awaitable[None]]:
+        self,
+        name: str,
+        body: Callable[[Req, Send[Rep]], Awaitable[None]],
+        request: type[Req],
+        reply: type[Rep],
+    ) -> tuple[str, grpclib.const.Handler]:
         async def handle(stream: grpclib.server.Stream[Req, Rep]) -> None:
-            request = await stream.recv_message()
-            assert request is not None
+            message = await stream.recv_message()
+            assert message is not None
 
-            async def send(message: Rep) -> None:  # called from Trio
-                await run_aio(stream.send_message, message)
+            async def send(item: Rep) -> None:  # called from Trio
+                await run_aio(stream.send_message, item)
 
-            await self._in_trio(body, request, send)
+            await self._in_trio(body, message, send)
 
-        return handle
+        cardinality = grpclib.const.Cardinality.UNARY_STREAM
+        return _PREFIX + name, grpclib.const.Handler(handle, cardinality, request, reply)
 
     # -- the Trio side: one body per RPC ----------------------------------------------
 

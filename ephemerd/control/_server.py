@@ -112,6 +112,9 @@ async def _stop(server: _Server) -> None:
     server.close()
     server.close_connections()
     await server.wait_closed()
+    # A connection accepted while the listener was closing got a protocol after the
+    # first sweep; the listener is gone now, so this sweep is the last one needed.
+    server.close_connections()
 
 
 def _bind(path: Path) -> socket.socket:
@@ -158,11 +161,15 @@ async def _clear_stale_socket(path: Path) -> None:
 
 
 async def _probe_pid(path: Path) -> int | None:
-    try:
-        async with open_control_client(path, call_timeout=PROBE_TIMEOUT) as client:
-            return (await client.status()).pid
-    except EphemerdError:
-        return None
+    """The pid of the daemon answering on *path*, or ``None`` if nothing answers in time."""
+    # Bounded on the Trio side too: the grpclib deadline does not cover connecting.
+    with trio.move_on_after(PROBE_TIMEOUT):
+        try:
+            async with open_control_client(path, call_timeout=PROBE_TIMEOUT) as client:
+                return (await client.status()).pid
+        except EphemerdError:
+            return None
+    return None
 
 
 def _unlink_if_same(path: Path, identity: os.stat_result) -> None:

@@ -80,11 +80,12 @@ class _Family:
         self.name = name
         self.help = help
         self.label_names = tuple(labels)
+        self._label_set = frozenset(self.label_names)
         self._max_series = max_series
         self._warned = False
 
     def _key(self, labels: dict[str, str]) -> LabelKey:
-        if labels.keys() != set(self.label_names):
+        if labels.keys() != self._label_set:
             want = ", ".join(self.label_names) or "none"
             raise ValueError(f"{self.name} takes labels ({want}), got ({', '.join(labels)})")
         return tuple(labels[n] for n in self.label_names)

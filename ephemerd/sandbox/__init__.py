@@ -18,7 +18,7 @@ from ._content import BlobDescriptor, ContentSink
 from ._contentstore import ContentStore
 from ._embedded import EmbeddedContainerd, open_containerd
 from ._handle import ContainerdHandle
-from ._hostimage import HOST_IMAGE, build_host_image
+from ._hostimage import HOST_IMAGE, build_host_image, host_python_paths
 from ._images import ImageInfo, ImageSource, ImageStore
 from ._logs import log_path, prune_logs
 from ._network import DEFAULT_SUBNET, JobAttachment, JobNetwork, open_job_network
@@ -53,6 +53,7 @@ __all__ = [
     "PulledImage",
     "RegistryClient",
     "build_host_image",
+    "host_python_paths",
     "import_archive",
     "log_path",
     "open_containerd",

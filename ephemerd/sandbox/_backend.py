@@ -13,6 +13,7 @@ import logging
 from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import cast
 
 import betterproto.lib.google.protobuf as pb
 import msgspec
@@ -22,6 +23,7 @@ from ephemerd._errors import EphemerdError, SandboxError
 from ephemerd._proto.containerd.services.containers import v1 as containers_v1
 from ephemerd._proto.containerd.services.leases import v1 as leases_v1
 from ephemerd._proto.containerd.services.snapshots import v1 as snapshots_v1
+from ephemerd._proto.containerd.types import Mount
 from ephemerd.capabilities import ClaimFile, SandboxSpec
 
 from ._client import MANAGED_LABEL, SNAPSHOTTER, AlreadyExists, ContainerdClient
@@ -36,6 +38,19 @@ log = logging.getLogger(__name__)
 
 SPEC_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/Spec"
 _MANAGED_FILTER = f'labels."{MANAGED_LABEL}"==true'
+
+
+def _single(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The one real error of a nursery's group (its siblings were only cancelled)."""
+    errors: list[BaseException] = []
+    pending: list[BaseException] = [group]
+    while pending:
+        error = pending.pop()
+        if isinstance(error, BaseExceptionGroup):
+            pending.extend(cast(BaseExceptionGroup[BaseException], error).exceptions)
+        elif not isinstance(error, trio.Cancelled):
+            errors.append(error)
+    return errors[0] if len(errors) == 1 else group
 
 
 def _merge_env(image_env: tuple[str, ...], env: dict[str, str]) -> dict[str, str]:
@@ -85,53 +100,74 @@ class ContainerdSandbox:
         except BaseException:  # cancelled: the lease may exist all the same
             await rt.teardown(name)
             raise
+        env = _merge_env(image.runtime.env, spec.env)
+        workdir = spec.workdir or image.runtime.working_dir or "/"
+        rootfs: list[Mount] = []
         try:
-            prepared = await client.call(
-                client.snapshots.prepare,
-                snapshots_v1.PrepareSnapshotRequest(
-                    snapshotter=SNAPSHOTTER, key=name, parent=image.chain_id, labels=labels
-                ),
-                lease=lease,
+            process = build_process(
+                spec.argv or (*image.runtime.entrypoint, *image.runtime.cmd), env=env, cwd=workdir
             )
-            files = spec.files
-            netns: str | None = None
-            if spec.network != "none" and rt.network is not None:
-                netns = await rt.network.attach(name)
-                resolv = ClaimFile(
-                    path="/etc/resolv.conf", content=rt.network.resolv_conf(), mode=0o444
-                )
-                files = (resolv, *files)
-            file_mounts = rt.files.write(name, files)
-            env = _merge_env(image.runtime.env, spec.env)
-            workdir = spec.workdir or image.runtime.working_dir or "/"
-            argv = spec.argv or (*image.runtime.entrypoint, *image.runtime.cmd)
-            oci = build_spec(
-                name=name,
-                process=build_process(argv, env=env, cwd=workdir),
-                hostname=spec.hostname or name[:63],
-                limits=spec.limits,
-                files=file_mounts,
-                binds=spec.mounts,
-                netns=netns,
-            )
-            container = containers_v1.Container(
-                id=name,
-                labels=labels,
-                image=image.reference,
-                runtime=containers_v1.ContainerRuntime(name=rt.runtime),
-                spec=pb.Any(type_url=SPEC_TYPE_URL, value=msgspec.json.encode(oci)),
-                snapshotter=SNAPSHOTTER,
-                snapshot_key=name,
-            )
-            await client.call(
-                client.containers.create,
-                containers_v1.CreateContainerRequest(container=container),
-                lease=lease,
-            )
+            # the snapshot and the container are independent (the container names its
+            # snapshot by key), so they are created side by side, both under the lease
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._prepare_rootfs, name, image.chain_id, labels, rootfs)
+                await self._create_container(spec, image.reference, labels, process)
+        except BaseExceptionGroup as group:
+            await rt.teardown(name)
+            raise _single(group) from None
         except BaseException:
             await rt.teardown(name)
             raise
-        return ContainerdHandle(rt, name, rootfs=prepared.mounts, env=env, workdir=workdir)
+        return ContainerdHandle(rt, name, rootfs=rootfs, env=env, workdir=workdir)
+
+    async def _prepare_rootfs(
+        self, name: str, parent: str, labels: dict[str, str], into: list[Mount]
+    ) -> None:
+        client = self._rt.client
+        prepared = await client.call(
+            client.snapshots.prepare,
+            snapshots_v1.PrepareSnapshotRequest(
+                snapshotter=SNAPSHOTTER, key=name, parent=parent, labels=labels
+            ),
+            lease=lease_id(name),
+        )
+        into.extend(prepared.mounts)
+
+    async def _create_container(
+        self, spec: SandboxSpec, image: str, labels: dict[str, str], process: dict[str, object]
+    ) -> None:
+        rt, client, name = self._rt, self._rt.client, spec.name
+        files = spec.files
+        netns: str | None = None
+        if spec.network != "none" and rt.network is not None:
+            netns = await rt.network.attach(name)
+            resolv = ClaimFile(
+                path="/etc/resolv.conf", content=rt.network.resolv_conf(), mode=0o444
+            )
+            files = (resolv, *files)
+        oci = build_spec(
+            name=name,
+            process=process,
+            hostname=spec.hostname or name[:63],
+            limits=spec.limits,
+            files=rt.files.write(name, files),
+            binds=spec.mounts,
+            netns=netns,
+        )
+        container = containers_v1.Container(
+            id=name,
+            labels=labels,
+            image=image,
+            runtime=containers_v1.ContainerRuntime(name=rt.runtime),
+            spec=pb.Any(type_url=SPEC_TYPE_URL, value=msgspec.json.encode(oci)),
+            snapshotter=SNAPSHOTTER,
+            snapshot_key=name,
+        )
+        await client.call(
+            client.containers.create,
+            containers_v1.CreateContainerRequest(container=container),
+            lease=lease_id(name),
+        )
 
     async def list_own(self) -> list[str]:
         """Every sandbox this backend created and has not destroyed, half-created ones too."""

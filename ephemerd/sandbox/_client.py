@@ -35,12 +35,14 @@ if TYPE_CHECKING:
     from ._embedded import EmbeddedContainerd
 
 __all__ = [
+    "FOREIGN_ERRORS",
     "MANAGED_LABEL",
     "NAMESPACE",
     "SNAPSHOTTER",
     "AlreadyExists",
     "ContainerdClient",
     "Metadata",
+    "translate",
 ]
 
 NAMESPACE = "ephemerd"
@@ -57,9 +59,11 @@ class AlreadyExists(SandboxError):
     """containerd already has an object with that id (``ALREADY_EXISTS``)."""
 
 
-def _translate(error: Exception, what: str) -> SandboxError:
+def translate(error: Exception, what: str) -> SandboxError:
+    """Turn a grpclib or socket error into the matching ephemerd error."""
     if isinstance(error, grpclib.exceptions.GRPCError):
-        message = f"containerd {what}: {error.message or error.status.name}"
+        detail = " ".join((error.message or error.status.name).split())  # one line
+        message = f"containerd {what}: {detail}"
         if error.status is grpclib.const.Status.NOT_FOUND:
             return SandboxNotFound(message)
         if error.status is grpclib.const.Status.ALREADY_EXISTS:
@@ -70,7 +74,7 @@ def _translate(error: Exception, what: str) -> SandboxError:
     return RuntimeUnavailable(f"containerd {what}: not answering ({type(error).__name__}: {error})")
 
 
-_FOREIGN = (grpclib.exceptions.GRPCError, grpclib.exceptions.StreamTerminatedError, OSError)
+FOREIGN_ERRORS = (grpclib.exceptions.GRPCError, grpclib.exceptions.StreamTerminatedError, OSError)
 
 
 class ContainerdClient:
@@ -142,8 +146,8 @@ class ContainerdClient:
         fn = functools.partial(method, request, metadata=self.metadata(lease), timeout=rpc_timeout)
         try:
             return await run_aio(fn)
-        except _FOREIGN as error:
-            raise _translate(error, _name(method)) from None
+        except FOREIGN_ERRORS as error:
+            raise translate(error, _name(method)) from None
 
     @asynccontextmanager
     async def stream(
@@ -165,8 +169,8 @@ class ContainerdClient:
         try:
             async with aio_stream(agen) as messages:
                 yield messages
-        except _FOREIGN as error:
-            raise _translate(error, _name(method)) from None
+        except FOREIGN_ERRORS as error:
+            raise translate(error, _name(method)) from None
 
     async def open_raw_stream(
         self,
@@ -191,17 +195,9 @@ class ContainerdClient:
 
         try:
             return await run_aio(open_)
-        except _FOREIGN as error:
-            raise _translate(error, route) from None
+        except FOREIGN_ERRORS as error:
+            raise translate(error, route) from None
 
 
 def _name(method: Callable[..., object]) -> str:
     return getattr(method, "__qualname__", repr(method)).replace("Stub.", ".")
-
-
-def translate(error: Exception, what: str) -> SandboxError:
-    """Turn a grpclib or socket error from a raw stream into an ephemerd error."""
-    return _translate(error, what)
-
-
-FOREIGN_ERRORS = _FOREIGN

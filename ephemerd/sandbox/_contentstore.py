@@ -23,7 +23,13 @@ from ephemerd._errors import ImagePullError, SandboxError, SandboxNotFound
 from ephemerd._proto.containerd.services.content import v1 as content_v1
 from ephemerd._proto.containerd.services.leases import v1 as leases_v1
 
-from ._client import FOREIGN_ERRORS, AlreadyExists, ContainerdClient, translate
+from ._client import (
+    FOREIGN_ERRORS,
+    MANAGED_LABEL,
+    AlreadyExists,
+    ContainerdClient,
+    translate,
+)
 from ._content import BlobDescriptor
 
 __all__ = ["ContentStore"]
@@ -124,6 +130,7 @@ class ContentStore:
                         offset=offset,  # must equal the bytes written (see module doc)
                         total=desc.size,
                         expected=desc.digest,
+                        labels={MANAGED_LABEL: "true"},
                     ),
                     end=True,
                 )

@@ -141,24 +141,43 @@ class EmbeddedContainerd:
         self.restarted = trio.Event()
         """Set (and replaced) each time a restarted containerd answers again."""
 
-    def _prepare(self) -> None:
+    async def _prepare(self) -> None:
         for directory in (self.base / "root", self.base / "state", self.socket.parent):
             directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.config.write_text(
             render_config(root=self.base / "root", state=self.base / "state", socket=self.socket)
         )
-        self._kill_stale()
+        await self._kill_stale()
 
-    def _kill_stale(self) -> None:
-        """Stop a containerd left behind by a previous ephemerd that was killed hard."""
-        try:
-            pid = int(self.pid_file.read_text())
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except (OSError, ValueError):
-            return
-        if str(self.config).encode() in cmdline:
+    def _stale_pids(self) -> list[int]:
+        """containerd processes running our config: left by an ephemerd killed hard."""
+        wanted = str(self.config).encode()
+        found: list[int] = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                argv = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if argv and argv[0].endswith(b"containerd") and wanted in argv:
+                found.append(int(entry.name))
+        return found
+
+    async def _kill_stale(self) -> None:
+        """Kill stale instances and wait until they are gone (they hold the metadata lock)."""
+        for pid in self._stale_pids():
             log.warning("stopping a stale embedded containerd (pid %d)", pid)
-            os.kill(pid, signal.SIGKILL)
+            try:
+                pidfd = os.pidfd_open(pid)
+            except ProcessLookupError:
+                continue
+            try:
+                os.kill(pid, signal.SIGKILL)
+                with trio.move_on_after(5):
+                    await trio.lowlevel.wait_readable(pidfd)  # readable once it has exited
+            finally:
+                os.close(pidfd)
 
     async def _spawn(self) -> trio.Process:
         with self.log_file.open("ab") as out:
@@ -183,7 +202,7 @@ class EmbeddedContainerd:
         Raises:
             RuntimeUnavailable: the first start did not answer in time.
         """
-        self._prepare()
+        await self._prepare()
         started = trio.current_time()
         self._process = await self._spawn()
         try:
@@ -206,7 +225,8 @@ class EmbeddedContainerd:
             try:
                 await wait_ready(client, within=self._ready_timeout)
             except RuntimeUnavailable:
-                log.error("restarted containerd does not answer; trying again")
+                log.error("restarted containerd does not answer; killing it and trying again")
+                self._process.kill()
                 continue
             backoff.reset()
             event, self.restarted = self.restarted, trio.Event()

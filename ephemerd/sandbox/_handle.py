@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import os
 import signal as signals
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -33,7 +34,6 @@ log = logging.getLogger(__name__)
 
 PROCESS_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/Process"
 _OUTPUT_GRACE = 2.0  # after an exec exits, how long its background children may hold its output
-_exec_ids = itertools.count(1)
 
 
 class ContainerdHandle:
@@ -58,6 +58,7 @@ class ContainerdHandle:
         self._exit: SandboxExit | None = None
         self._wait_lock = trio.Lock()
         self._log_done: trio.Event | None = None
+        self._exec_ids = itertools.count(1)  # exec ids are per container
 
     @property
     def name(self) -> str:
@@ -78,6 +79,7 @@ class ContainerdHandle:
         """
         self._check()
         client, name = self._rt.client, self._name
+        os.close(os.open(self.log_path, os.O_WRONLY | os.O_CREAT, 0o640))  # exists even if silent
         fifos = FifoPair(self._rt.fifo_dir / f"{name}@main")
         created = False
         try:
@@ -155,15 +157,7 @@ class ContainerdHandle:
 
     def _oom_killed(self) -> bool:
         """Whether the kernel OOM-killed anything in the sandbox's memory cgroup."""
-        try:
-            text = self._rt.cgroup_file(self._name, "memory", "memory.oom_control").read_text()
-        except OSError:
-            return False
-        for line in text.splitlines():
-            key, _, value = line.partition(" ")
-            if key == "oom_kill":
-                return int(value) > 0
-        return False
+        return self._rt.cgroups.oom_kills(self._name) > 0
 
     async def kill(self, signal: int = signals.SIGKILL) -> None:
         """Send *signal* to every process of the sandbox; its exit then reads ``KILLED``."""
@@ -189,7 +183,7 @@ class ContainerdHandle:
         """
         self._check()
         client, name = self._rt.client, self._name
-        exec_id = f"exec-{next(_exec_ids)}"
+        exec_id = f"exec-{next(self._exec_ids)}"
         process = build_process(
             argv, env={**self._env, **(env or {})}, cwd=workdir or self._workdir
         )
@@ -219,10 +213,10 @@ class ContainerdHandle:
                         done.set()
 
                 nursery.start_soon(pump)
+                started = True  # from here on it may run, even if Start is cancelled
                 await client.call(
                     client.tasks.start, tasks_v1.StartRequest(container_id=name, exec_id=exec_id)
                 )
-                started = True
                 fifos.release_writers()
                 code = await self._wait_exec(exec_id)
                 exited = True
@@ -267,19 +261,7 @@ class ContainerdHandle:
     async def stats(self) -> SandboxStats:
         """Memory, CPU time and process count, read from the sandbox's cgroups."""
         self._check()
-        read = self._rt.cgroup_file
-
-        def number(controller: str, filename: str) -> int:
-            try:
-                return int(read(self._name, controller, filename).read_text().split()[0])
-            except (OSError, ValueError, IndexError):
-                return 0
-
-        return SandboxStats(
-            memory_bytes=number("memory", "memory.usage_in_bytes"),
-            cpu_seconds=number("cpuacct", "cpuacct.usage") / 1e9,
-            pids=number("pids", "pids.current"),
-        )
+        return self._rt.cgroups.stats(self._name)
 
     async def destroy(self) -> None:
         """Remove the sandbox and everything it owns. Idempotent; shielded."""

@@ -16,6 +16,7 @@ import io
 import os
 import shutil
 import tarfile
+import tempfile
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 
@@ -33,7 +34,7 @@ from ._content import (
 from ._images import ImageInfo, ImageStore
 from ._oci import ImageRuntime, Platform, PulledImage, host_platform
 
-__all__ = ["HOST_IMAGE", "build_host_image"]
+__all__ = ["HOST_IMAGE", "build_host_image", "host_python_paths"]
 
 HOST_IMAGE = "ephemerd.local/busybox:latest"
 _PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -70,7 +71,9 @@ def _dir(name: str, mode: int) -> tarfile.TarInfo:
     return info
 
 
-def _add_host_path(tar: tarfile.TarFile, path: Path, seen: set[str]) -> None:
+def _add_host_path(
+    tar: tarfile.TarFile, path: Path, seen: set[str], exclude: frozenset[str]
+) -> None:
     """Add *path* (and, for a directory, everything below it) at the same place."""
     parts = path.parts[1:]
     for depth in range(1, len(parts)):  # parent directories first
@@ -82,21 +85,77 @@ def _add_host_path(tar: tarfile.TarFile, path: Path, seen: set[str]) -> None:
     while pending:
         current = pending.pop()
         name = str(current).lstrip("/")
-        if name in seen:
-            continue
-        seen.add(name)
-        info = tar.gettarinfo(str(current), arcname=name)
-        info.mtime, info.uname, info.gname = 0, "", ""
-        if info.isreg():
-            with current.open("rb") as handle:
-                tar.addfile(info, handle)
-        else:
-            tar.addfile(info)
-        if info.isdir():
-            pending.extend(sorted(current.iterdir(), reverse=True))
+        is_dir = current.is_dir() and not current.is_symlink()
+        if name not in seen:
+            seen.add(name)
+            info = tar.gettarinfo(str(current), arcname=name)
+            info.mtime, info.uname, info.gname = 0, "", ""
+            if info.isreg():
+                with current.open("rb") as handle:
+                    tar.addfile(info, handle)
+            else:
+                tar.addfile(info)
+        if is_dir:  # also when the directory itself was already added as a parent
+            children = sorted(current.iterdir(), reverse=True)
+            pending.extend(child for child in children if child.name not in exclude)
 
 
-def _build_layer(busybox: Path, extra_paths: Iterable[Path], out: Path) -> tuple[str, str, int]:
+def host_python_paths(python: str | Path = "/usr/bin/python3") -> list[Path]:
+    """Host paths that make *python* runnable in an image built by ``build_host_image``.
+
+    The interpreter (and the symlink naming it), its standard library and the shared
+    libraries it and its extension modules link against, with the loader. Pass the
+    result as ``extra_paths``; leave out ``test`` directories with ``exclude``. Blocking:
+    runs the interpreter and ``ldd`` (call it at setup, or in a worker thread).
+
+    Raises:
+        ImagePullError: *python* does not exist or does not run.
+    """
+    import subprocess
+
+    given = Path(python)
+    if not given.exists():
+        raise ImagePullError(f"python interpreter {given} not found")
+    query = (
+        "import sysconfig as s; print(s.get_paths()['stdlib']); print(s.get_paths()['platstdlib'])"
+    )
+    try:
+        found = subprocess.run(
+            [str(given), "-c", query], capture_output=True, text=True, check=True
+        ).stdout.split()
+    except (OSError, subprocess.CalledProcessError) as error:
+        raise ImagePullError(f"python interpreter {given} does not run: {error}") from None
+    real = given.resolve()
+    paths: dict[Path, None] = dict.fromkeys([*_symlink_chain(given), *map(Path, found)])
+    binaries = [real, *Path(found[-1]).glob("lib-dynload/*.so")]
+    for binary in binaries:
+        result = subprocess.run(["ldd", str(binary)], capture_output=True, text=True, check=False)
+        for line in result.stdout.splitlines():
+            target = line.split("=>")[-1].split("(")[0].strip()
+            if target.startswith("/"):
+                paths.update(dict.fromkeys(_symlink_chain(Path(target))))
+    return list(paths)
+
+
+def _symlink_chain(path: Path) -> list[Path]:
+    """*path* and every path its symlinks name on the way to the file, as written.
+
+    ``/lib64/ld-linux-x86-64.so.2 -> /lib/x86_64-linux-gnu/ld-linux-x86-64.so.2`` gives
+    both, so the link resolves inside an image whether or not ``/lib`` is a symlink
+    there; the fully resolved path comes last.
+    """
+    chain = [path]
+    for _ in range(40):  # ELOOP bound
+        if not chain[-1].is_symlink():
+            break
+        chain.append(Path(os.path.normpath(chain[-1].parent / os.readlink(chain[-1]))))
+    chain.append(path.resolve())
+    return chain
+
+
+def _build_layer(
+    busybox: Path, extra_paths: Iterable[Path], exclude: frozenset[str], out: Path
+) -> tuple[str, str, int]:
     """Write the gzip'd layer to *out*; return (diff_id, digest, size)."""
     raw = io.BytesIO()
     seen: set[str] = set()
@@ -126,10 +185,10 @@ def _build_layer(busybox: Path, extra_paths: Iterable[Path], out: Path) -> tuple
             tar.addfile(link)
             seen.add(applet)
         for extra in extra_paths:
-            _add_host_path(tar, Path(os.path.abspath(extra)), seen)
+            _add_host_path(tar, Path(os.path.abspath(extra)), seen, exclude)
     data = raw.getvalue()
     diff_id = "sha256:" + hashlib.sha256(data).hexdigest()
-    compressed = gzip.compress(data, compresslevel=6, mtime=0)
+    compressed = gzip.compress(data, compresslevel=1, mtime=0)  # local image: favour speed
     out.write_bytes(compressed)
     return diff_id, "sha256:" + hashlib.sha256(compressed).hexdigest(), len(compressed)
 
@@ -165,7 +224,8 @@ async def build_host_image(
     name: str = HOST_IMAGE,
     *,
     extra_paths: Iterable[str | Path] = (),
-    work_dir: Path,
+    exclude: Iterable[str] = ("__pycache__",),
+    work_dir: Path | None = None,
     env: Iterable[str] = (),
     cmd: Iterable[str] = ("/bin/sh",),
 ) -> ImageInfo:
@@ -174,8 +234,10 @@ async def build_host_image(
     Args:
         images: the image store that receives the blobs and the record.
         name: the image reference to create.
-        extra_paths: host files or directories copied into the image at the same path.
-        work_dir: a host directory for the temporary layer file.
+        extra_paths: host files or directories copied into the image at the same path
+            (see ``host_python_paths``).
+        exclude: names of files and directories left out below ``extra_paths``.
+        work_dir: a host directory for the temporary layer file (default: the system's).
         env: extra ``KEY=value`` entries for the image's environment.
         cmd: the image's default command.
 
@@ -192,11 +254,12 @@ async def build_host_image(
     for extra in extras:
         if not extra.exists():
             raise ImagePullError(f"image {name}: extra path {extra} does not exist")
+    work_dir = work_dir or Path(tempfile.gettempdir())
     await trio.Path(work_dir).mkdir(parents=True, exist_ok=True)
     layer_path = work_dir / f".layer-{os.getpid()}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
     try:
         diff_id, layer_digest, layer_size = await trio.to_thread.run_sync(
-            _build_layer, Path(busybox), extras, layer_path
+            _build_layer, Path(busybox), extras, frozenset(exclude), layer_path
         )
         layer = BlobDescriptor(
             media_type=MEDIA_TYPE_OCI_LAYER_GZIP, digest=layer_digest, size=layer_size

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import trio
 
+from ephemerd._errors import SandboxError
 from ephemerd.capabilities import OutputSink
 
 __all__ = ["FifoPair", "log_sink"]
@@ -24,13 +25,17 @@ __all__ = ["FifoPair", "log_sink"]
 class FifoPair:
     """``out`` and ``err`` FIFOs in their own 0700 directory, opened for reading.
 
-    Until ``release_writers`` is called, a write end of each is held too, so reads do
-    not see end-of-file before the shim has opened its own write ends.
+    Raises ``SandboxError`` when the directory exists already (the process it was for
+    has not been cleaned up). Until ``release_writers`` is called, a write end of each
+    is held too, so reads do not see end-of-file before the shim has opened its own.
     """
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
-        directory.mkdir(mode=0o700)
+        try:
+            directory.mkdir(mode=0o700)
+        except OSError as error:
+            raise SandboxError(f"cannot create output FIFOs in {directory}: {error}") from None
         self.stdout = str(directory / "out")
         self.stderr = str(directory / "err")
         self._readers: list[int] = []

@@ -26,9 +26,9 @@ from ephemerd._proto.containerd.services.leases import v1 as leases_v1
 from ephemerd._proto.containerd.services.snapshots import v1 as snapshots_v1
 from ephemerd._proto.containerd.services.tasks import v1 as tasks_v1
 
+from ._cgroups import CgroupReader
 from ._client import SNAPSHOTTER, ContainerdClient
 from ._files import SecretFiles
-from ._spec import cgroups_path
 
 __all__ = [
     "SANDBOX_LABEL",
@@ -93,7 +93,7 @@ class SandboxRuntime:
         self.log_dir = data_dir / "logs"
         self.fifo_dir = data_dir / "run" / "fifo"
         self.files = SecretFiles(data_dir / "run" / "files")
-        self.cgroup_root = Path("/sys/fs/cgroup")
+        self.cgroups = CgroupReader()
         self.nursery: trio.Nursery | None = None
         """Runs the log pumps of started sandboxes; set by ``open_sandbox_backend``."""
 
@@ -107,10 +107,6 @@ class SandboxRuntime:
         self.log_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
         self.fifo_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.files.mount()
-
-    def cgroup_file(self, name: str, controller: str, filename: str) -> Path:
-        """A cgroup v1 file of sandbox *name* (hybrid hosts; runc's cgroupfs layout)."""
-        return self.cgroup_root / controller / cgroups_path(name).lstrip("/") / filename
 
     async def teardown(self, name: str, *, exited: bool = False) -> None:
         """Remove everything sandbox *name* owns; idempotent.

@@ -7,6 +7,7 @@ happen with no checkpoint in between: identical concurrent events give exactly o
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 
 from ephemerd.capabilities import JobKey
 
@@ -31,18 +32,31 @@ class Admission:
     Args:
         labels: this host's runner labels.
         dedup_window: seconds a handled job's queued events are ignored.
+        instance_labels: extra labels offered to one provider instance only (a Forgejo
+            runner's ``ubuntu-latest``, say, means nothing to GitHub).
     """
 
-    def __init__(self, labels: HostLabels, *, dedup_window: float) -> None:
+    def __init__(
+        self,
+        labels: HostLabels,
+        *,
+        dedup_window: float,
+        instance_labels: Mapping[str, tuple[str, ...]] | None = None,
+    ) -> None:
         self.labels = labels
         self._accepted = labels.accepted()
+        self._accepted_by_instance = {
+            instance: self._accepted | frozenset(label_set_key(extra))
+            for instance, extra in (instance_labels or {}).items()
+        }
         self.dedup_window = dedup_window
         self.cordoned = False
         self._stamps: dict[JobKey, float] = {}
 
     def check(self, key: JobKey, labels: tuple[str, ...], *, tracked: bool, now: float) -> Verdict:
         """Judge one queued event at Trio time *now*. No side effect."""
-        if not all(label in self._accepted for label in label_set_key(labels)):
+        accepted = self._accepted_by_instance.get(key.instance, self._accepted)
+        if not all(label in accepted for label in label_set_key(labels)):
             return Verdict.LABELS
         if tracked:
             return Verdict.TRACKED

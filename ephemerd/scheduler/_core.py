@@ -15,6 +15,7 @@ import trio
 
 from ephemerd._errors import SchedulerError
 from ephemerd.capabilities import (
+    DrivesJob,
     JobChange,
     JobState,
     JobView,
@@ -58,6 +59,15 @@ class Core:
                 raise SchedulerError(f"two providers are named {provider.name!r}")
             by_name[provider.name] = provider
         self.providers: Mapping[str, Provider] = by_name
+        # Protocol isinstance checks cost ~100 µs each: answer them once per provider.
+        self.drivers: Mapping[str, DrivesJob] = {
+            name: p for name, p in by_name.items() if isinstance(p, DrivesJob)
+        }
+        self._name_reporters = frozenset(
+            name
+            for name, p in by_name.items()
+            if isinstance(p, RunnerNameReporter) and bool(p.reports_runner_names)
+        )
         self.trackers = {name: ProviderTracker(p) for name, p in by_name.items()}
         self.backend = sandbox
         self.journal = journal
@@ -66,7 +76,11 @@ class Core:
         self.rng = rng or random.Random()
         self.observer: SchedulerObserver = observer or NullObserver()
         self.table = JobTable()
-        self.admission = Admission(options.labels, dedup_window=options.dedup_window)
+        self.admission = Admission(
+            options.labels,
+            dedup_window=options.dedup_window,
+            instance_labels=options.instance_labels,
+        )
         self.counters = Counters()
         self.slots = Slots(options.max_concurrent)
         self.hub = WatchHub(self.snapshot)
@@ -80,8 +94,7 @@ class Core:
         return self.admission.cordoned
 
     def reports_runner_names(self, instance: str) -> bool:
-        provider = self.providers.get(instance)
-        return isinstance(provider, RunnerNameReporter) and bool(provider.reports_runner_names)
+        return instance in self._name_reporters
 
     def view(self, record: JobRecord) -> JobView:
         return record.view(self.table.runner_of)

@@ -23,7 +23,6 @@ from ephemerd._errors import (
 from ephemerd._retry import Backoff
 from ephemerd.capabilities import (
     Claim,
-    DrivesJob,
     ExitReason,
     JobState,
     Provider,
@@ -201,8 +200,8 @@ async def _claim(core: Core, provider: Provider, record: JobRecord) -> Claim:
         ForgeError: the last refusal.
     Cancellation: a runner the forge may have registered is released by name first.
     """
-    labels = core.options.labels.runner_labels()
     instance, job_id = record.key.instance, record.key.job_id
+    labels = core.options.runner_labels(instance)
     tries = core.options.conflict_tries
     for attempt in range(1, tries + 1):
         name = runner_name(instance, record.event.repo)
@@ -342,8 +341,8 @@ async def _claim_and_run(
     image = await _image(core, provider, record, claim)
     if not image:
         return _Outcome(JobState.FAILED, "no image: neither the job, provider nor config names one")
-    drives = isinstance(provider, DrivesJob)
-    spec = _spec(core, record, claim, image=image, drives=drives)
+    driver = core.drivers.get(record.key.instance)
+    spec = _spec(core, record, claim, image=image, drives=driver is not None)
     record.image, record.sandbox_name = image, spec.name
     core.journal.record_sandbox(spec.name, record.key.instance, record.key.job_id)
     try:
@@ -359,8 +358,8 @@ async def _claim_and_run(
     core.observer.job_started(record.key.instance, startup=record.runner_up_at - claim_began)
     core.set_state(record, JobState.RUNNING)
     with trio.move_on_after(core.options.job_timeout):
-        if isinstance(provider, DrivesJob):
-            exit_ = await provider.drive_job(claim, handle)
+        if driver is not None:
+            exit_ = await driver.drive_job(claim, handle)
         else:
             exit_ = await handle.wait()
         record.exit_code = exit_.exit_code

@@ -4,7 +4,7 @@ A runner is recorded *before* it is registered on the forge and a sandbox *befor
 created; both rows are removed only once teardown succeeded. Whatever a dead process
 left is therefore in the journal, and the next start releases and destroys it.
 
-SQLite in WAL mode with ``synchronous=NORMAL``: each call is a small local transaction
+SQLite in WAL mode with ``synchronous=OFF``: each call is a small local transaction
 (well under a millisecond), so it runs on the Trio thread.
 
 Claims are stored without the bytes of their files: those are credentials (JIT configs,
@@ -89,8 +89,13 @@ class Journal:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.touch(mode=0o600, exist_ok=True)
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            # One daemon owns its journal: exclusive locking skips the shared-memory index
+            # and halves the cost of each small transaction.
+            self._db.execute("PRAGMA locking_mode=EXCLUSIVE")
             self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
+            # OFF still survives a killed daemon (committed pages are in the OS cache); only
+            # a host crash can lose the newest rows, and a host crash ends every sandbox too.
+            self._db.execute("PRAGMA synchronous=OFF")
             self._db.executescript(_SCHEMA)
         except (OSError, sqlite3.Error) as exc:
             raise SchedulerError(f"cannot open journal {self.path}: {exc}") from exc
@@ -110,12 +115,29 @@ class Journal:
         return f"Journal({self.path!r})"
 
     def close(self) -> None:
+        """Commit what is pending and close the file."""
+        try:
+            if self._db.in_transaction:
+                self._db.execute("COMMIT")
+        except sqlite3.Error:
+            pass  # closing anyway; the next start's sweep covers what was not written
         self._db.close()
 
-    def _run(self, sql: str, args: tuple[object, ...]) -> None:
+    def _run(self, sql: str, args: tuple[object, ...], *, durable: bool) -> None:
+        """Apply one change; *durable* ones are committed before this returns.
+
+        A row that must survive a crash (a runner about to be registered, a sandbox about
+        to be created) is durable. Forgetting and annotating rows is not: such changes
+        ride along with the next commit, and losing them in a crash only makes the next
+        start's sweep redo an idempotent release or destroy. One commit per job step
+        instead of one per statement more than halves the journal's cost.
+        """
         try:
-            with self._db:
-                self._db.execute(sql, args)
+            if not self._db.in_transaction:
+                self._db.execute("BEGIN")
+            self._db.execute(sql, args)
+            if durable:
+                self._db.execute("COMMIT")
         except sqlite3.Error as exc:
             raise SchedulerError(f"journal {self.path}: {exc}") from exc
 
@@ -124,6 +146,7 @@ class Journal:
         self._run(
             "INSERT OR REPLACE INTO runners VALUES (?, ?, ?, NULL, ?)",
             (instance, job_id, runner_name, time.time()),
+            durable=True,
         )
 
     def record_claim(self, instance: str, claim: Claim) -> None:
@@ -132,11 +155,14 @@ class Journal:
         self._run(
             "UPDATE runners SET claim = ? WHERE instance = ? AND runner_name = ?",
             (blob, instance, claim.runner_name),
+            durable=False,
         )
 
     def forget_runner(self, instance: str, runner_name: str) -> None:
         self._run(
-            "DELETE FROM runners WHERE instance = ? AND runner_name = ?", (instance, runner_name)
+            "DELETE FROM runners WHERE instance = ? AND runner_name = ?",
+            (instance, runner_name),
+            durable=False,
         )
 
     def record_sandbox(self, name: str, instance: str, job_id: str) -> None:
@@ -144,10 +170,11 @@ class Journal:
         self._run(
             "INSERT OR REPLACE INTO sandboxes VALUES (?, ?, ?, ?)",
             (name, instance, job_id, time.time()),
+            durable=True,
         )
 
     def forget_sandbox(self, name: str) -> None:
-        self._run("DELETE FROM sandboxes WHERE name = ?", (name,))
+        self._run("DELETE FROM sandboxes WHERE name = ?", (name,), durable=False)
 
     def runners(self) -> list[JournalRunner]:
         rows = self._db.execute(

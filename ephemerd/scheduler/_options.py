@@ -19,6 +19,7 @@ class SchedulerOptions(msgspec.Struct, frozen=True, kw_only=True):
     Attributes:
         max_concurrent: jobs holding a runner at once; excess jobs are parked, never dropped.
         labels: this host's runner labels, matched against each job's labels.
+        instance_labels: extra labels offered to one provider instance only.
         job_timeout: a running job is killed and torn down after this long.
         shutdown_timeout: how long a drain lets running jobs finish before cancelling them.
         teardown_timeout: deadline of each teardown (sandbox destroy + runner release),
@@ -42,6 +43,9 @@ class SchedulerOptions(msgspec.Struct, frozen=True, kw_only=True):
 
     max_concurrent: int = 4
     labels: HostLabels = msgspec.field(default_factory=HostLabels)
+    instance_labels: dict[str, tuple[str, ...]] = msgspec.field(
+        default_factory=dict[str, tuple[str, ...]]
+    )
     job_timeout: float = 7200.0
     shutdown_timeout: float = 300.0
     teardown_timeout: float = 30.0
@@ -71,3 +75,14 @@ class SchedulerOptions(msgspec.Struct, frozen=True, kw_only=True):
                 raise ConfigError(f"{name} must be positive, not {getattr(self, name)}")
         if self.conflict_tries < 1:
             raise ConfigError(f"conflict_tries must be at least 1, not {self.conflict_tries}")
+
+    def runner_labels(self, instance: str) -> tuple[str, ...]:
+        """The labels a runner for *instance* registers with: the host's, then its own."""
+        base = self.labels.runner_labels()
+        seen = {label.lower() for label in base}
+        extra = [
+            label
+            for label in self.instance_labels.get(instance, ())
+            if label.lower() not in seen and not seen.add(label.lower())
+        ]
+        return (*base, *extra)

@@ -82,7 +82,9 @@ class MemorySandboxHandle:
         self.spec = spec
         self._backend = backend
         self._log_path = backend.log_dir / f"{spec.name}.log"
-        self._log_path.write_text(f"created {spec.name} image={spec.image}\n")
+        # Lines stay in memory until someone asks for the file: thousands of instant
+        # sandboxes a second must not cost a file each.
+        self._pending_log: list[str] | None = [f"created {spec.name} image={spec.image}"]
         self.started = False
         self.destroyed = False
         self._exit: SandboxExit | None = None
@@ -99,6 +101,9 @@ class MemorySandboxHandle:
 
     @property
     def log_path(self) -> Path:
+        if self._pending_log is not None:
+            self._log_path.write_text("".join(line + "\n" for line in self._pending_log))
+            self._pending_log = None
         return self._log_path
 
     @property
@@ -106,6 +111,9 @@ class MemorySandboxHandle:
         return self._exit
 
     def _log(self, line: str) -> None:
+        if self._pending_log is not None:
+            self._pending_log.append(line)
+            return
         with self._log_path.open("a") as f:
             f.write(line + "\n")
 

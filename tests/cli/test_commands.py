@@ -341,8 +341,8 @@ async def test_status_imports_neither_trio_nor_cyclopts(daemon: Daemon) -> None:
         env=cli_env(),
     )
     imported = {line.split("|")[-1].strip() for line in result.stderr.decode().splitlines()}
-    assert "ephemerd.control._convert" in imported
-    for heavy in ("trio", "trio_asyncio", "cyclopts", "rich.console"):
+    assert "ephemerd.control._quick" in imported
+    for heavy in ("trio", "trio_asyncio", "cyclopts", "rich.console", "grpclib", "betterproto"):
         assert heavy not in imported, heavy
 
 

@@ -8,6 +8,8 @@ once per session. Tests of the embedded mode itself start their own instances.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import shutil
 import signal
@@ -36,6 +38,12 @@ needs_containerd = pytest.mark.skipif(
 )
 
 
+def _die_with_parent() -> None:
+    """In the child: get SIGKILL when pytest dies, so a killed run leaks no containerd."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
 class Session(msgspec.Struct, frozen=True):
     data_dir: Path
     address: str
@@ -59,6 +67,7 @@ def containerd_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ses
             stderr=log,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
+            preexec_fn=_die_with_parent,  # noqa: PLW1509 (only a prctl call)
         )
     session = Session(data_dir=data_dir, address=str(socket))
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -108,3 +109,27 @@ async def test_restart_after_crash_keeps_running_sandboxes(tmp_path: Path) -> No
             finally:
                 await handle.destroy()
             assert await backend.list_own() == []
+
+
+async def test_stale_instance_of_a_killed_daemon_is_replaced(tmp_path: Path) -> None:
+    async with open_containerd(data_dir=tmp_path) as client:
+        assert client.embedded is not None
+        config, pid_file = client.embedded.config, client.embedded.pid_file
+    # as if ephemerd had been killed -9: its containerd still runs with our config
+    stale = await trio.lowlevel.open_process(
+        ["containerd", "--config", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        pid_file.write_text(str(stale.pid))
+        async with open_containerd(data_dir=tmp_path) as client:
+            assert client.embedded is not None
+            with trio.fail_after(10):
+                assert await stale.wait() == -signal.SIGKILL
+            assert int(client.embedded.pid_file.read_text()) != stale.pid
+    finally:
+        if stale.returncode is None:
+            stale.kill()
+            await stale.wait()

@@ -1,4 +1,4 @@
-# ruff: noqa: F811  (fixtures imported from containerd_fixture shadow their names)
+# ruff: noqa: F811, ASYNC240  (fixtures imported from containerd_fixture shadow their names)
 """The content store and the image store against a real containerd."""
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from ephemerd.sandbox import (
     ImageStore,
     PulledImage,
     build_host_image,
+    host_python_paths,
     open_sandbox_backend,
 )
 from ephemerd.sandbox._oci import parse_config, parse_manifest
@@ -209,3 +210,41 @@ async def test_import_oci_archive(cd_client: ContainerdClient, tmp_path: Path) -
     fresh = await ImageStore(cd_client).get(name)  # the blobs outlived the temporary lease
     assert fresh == info
     await images.remove(name)
+
+
+async def test_blobs_are_labelled(cd_client: ContainerdClient) -> None:
+    from ephemerd._proto.containerd.services.content import v1 as content_v1
+    from ephemerd.sandbox import MANAGED_LABEL
+
+    data = os.urandom(1000)
+    desc = _desc(data)
+    await ContentStore(cd_client).write(desc, _pieces(data, []))
+    info = await cd_client.call(cd_client.content.info, content_v1.InfoRequest(digest=desc.digest))
+    assert info.info.labels[MANAGED_LABEL] == "true"
+    assert info.info.size == len(data)
+
+
+async def test_image_with_the_host_python(
+    containerd_session: Session, cd_client: ContainerdClient
+) -> None:
+    if not Path("/usr/bin/python3").exists():
+        pytest.skip("no /usr/bin/python3 on this host")
+    paths = await trio.to_thread.run_sync(host_python_paths)
+    name = f"ephemerd.local/python-{secrets.token_hex(3)}:1"
+    images = ImageStore(cd_client)
+    await build_host_image(
+        images, name, extra_paths=paths, exclude=("__pycache__", "test", "idlelib")
+    )
+    try:
+        async with open_sandbox_backend(
+            cd_client, data_dir=containerd_session.data_dir, images=images
+        ) as backend:
+            outcome, log = await run(
+                backend,
+                "python3 -c 'import json, hashlib, zlib; print(json.dumps([2 + 2]))'",
+                image=name,
+            )
+        assert outcome.succeeded, log
+        assert log == "[4]\n"
+    finally:
+        await images.remove(name)

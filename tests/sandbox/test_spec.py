@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from ephemerd._errors import SandboxError
-from ephemerd.capabilities import ResourceLimits
+from ephemerd.capabilities import ResourceLimits, SandboxStats
 from ephemerd.sandbox import prune_logs
+from ephemerd.sandbox._cgroups import CgroupReader
 from ephemerd.sandbox._images import chain_ids
 from ephemerd.sandbox._runtime import check_name
 from ephemerd.sandbox._seccomp import DENIED_SYSCALLS, default_seccomp
@@ -139,3 +140,32 @@ def test_prune_logs(tmp_path: Path) -> None:
     assert prune_logs(tmp_path, max_age_days=7, now=now) == [old]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt", "new.log"]
     assert prune_logs(tmp_path / "missing", max_age_days=7) == []
+
+
+@pytest.mark.parametrize("unified", [False, True])
+def test_cgroup_reader_layouts(tmp_path: Path, unified: bool) -> None:
+    def put(relative: str, text: str) -> None:
+        path = tmp_path / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+
+    if unified:
+        put("cgroup.controllers", "cpu memory pids\n")
+        put("ephemerd/job/memory.events", "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n")
+        put("ephemerd/job/memory.current", "4096\n")
+        put("ephemerd/job/cpu.stat", "usage_usec 1500000\nuser_usec 1\n")
+        put("ephemerd/job/pids.current", "3\n")
+    else:
+        put(
+            "memory/ephemerd/job/memory.oom_control",
+            "oom_kill_disable 0\nunder_oom 0\noom_kill 1\n",
+        )
+        put("memory/ephemerd/job/memory.usage_in_bytes", "4096\n")
+        put("cpuacct/ephemerd/job/cpuacct.usage", "1500000000\n")
+        put("pids/ephemerd/job/pids.current", "3\n")
+    reader = CgroupReader(tmp_path)
+    assert reader.unified is unified
+    assert reader.oom_kills("job") == 1
+    assert reader.stats("job") == SandboxStats(memory_bytes=4096, cpu_seconds=1.5, pids=3)
+    assert reader.oom_kills("gone") == 0
+    assert reader.stats("gone") == SandboxStats()

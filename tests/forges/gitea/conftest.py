@@ -1,0 +1,5 @@
+"""Fixtures shared with the Forgejo tests."""
+
+from tests.forges.forgejo.conftest import io_clock
+
+__all__ = ["io_clock"]
