@@ -7,7 +7,10 @@ the first step's "started" ``Update``, which the agent sends right before it ``e
 step in the sandbox: the whole path Next → JobEvent → admission → claim → sandbox create and
 start → Init → Update. Prints JSON (milliseconds).
 
-    python bench/woodpecker_first_step.py [--rounds 50]
+With ``--sandbox containerd`` (root) the sandboxes are real: an embedded containerd, the
+busybox host image, no network; each step is a ``true`` shell script.
+
+    python bench/woodpecker_first_step.py [--rounds 50] [--sandbox memory|containerd]
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import AsyncGenerator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import msgspec
@@ -26,7 +31,15 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from ephemerd.capabilities import SandboxBackend
 from ephemerd.forges.woodpecker import WoodpeckerOptions, open_woodpecker_provider
+from ephemerd.sandbox import (
+    HOST_IMAGE,
+    ImageStore,
+    build_host_image,
+    open_containerd,
+    open_sandbox_backend,
+)
 from ephemerd.scheduler import HostLabels, Journal, Scheduler, SchedulerOptions
 from ephemerd.testing import MemorySandbox
 from tests.fakes.woodpecker import open_fake_woodpecker
@@ -34,24 +47,43 @@ from tests.fakes.woodpecker import open_fake_woodpecker
 SECRET = "bench-agent-secret"
 
 
-def _payload(n: int) -> bytes:
-    step = {
+def _payload(n: int, *, real: bool) -> bytes:
+    step: dict[str, object] = {
         "name": "build",
         "uuid": f"step-{n}",
         "type": "commands",
-        "image": "alpine:3",
+        "image": HOST_IMAGE if real else "alpine:3",
         "on_success": True,
-        "entrypoint": ["exit", "0"],
         "environment": {"CI_REPO": "bench/app", "CI_PIPELINE_NUMBER": str(n)},
     }
+    if real:
+        step["commands"] = ["true"]
+    else:
+        step["entrypoint"] = ["exit", "0"]
     return msgspec.json.encode({"pipeline": [{"steps": [step]}]})
 
 
-async def main(rounds: int, concurrency: int) -> dict[str, object]:
+@asynccontextmanager
+async def _sandbox(kind: str, data_dir: Path) -> AsyncGenerator[SandboxBackend]:
+    if kind == "memory":
+        yield MemorySandbox(log_dir=data_dir / "logs")
+        return
+    async with open_containerd(data_dir=data_dir) as client:
+        images = ImageStore(client)
+        await build_host_image(images, work_dir=data_dir / "tmp")
+        async with open_sandbox_backend(client, data_dir=data_dir, images=images) as backend:
+            yield backend
+
+
+async def main(rounds: int, concurrency: int, sandbox: str) -> dict[str, object]:
     latencies: list[float] = []
+    real = sandbox == "containerd"
     with tempfile.TemporaryDirectory(prefix="ephemerd-bench-") as tmp:
         tmp_path = Path(tmp)
-        async with open_fake_woodpecker(agent_secret=SECRET) as fake:
+        async with (
+            _sandbox(sandbox, tmp_path / "sandbox") as backend,
+            open_fake_woodpecker(agent_secret=SECRET) as fake,
+        ):
             options = WoodpeckerOptions(
                 name="wp",
                 server=fake.address,
@@ -66,10 +98,13 @@ async def main(rounds: int, concurrency: int) -> dict[str, object]:
                 async with open_woodpecker_provider(options) as provider:
                     scheduler = Scheduler(
                         providers=[provider],
-                        sandbox=MemorySandbox(log_dir=tmp_path / "logs"),
+                        sandbox=backend,
                         journal=journal,
                         options=SchedulerOptions(
-                            max_concurrent=concurrency, labels=HostLabels(), poll_interval=5.0
+                            max_concurrent=concurrency,
+                            labels=HostLabels(),
+                            keepalive_argv=("sleep", "3600"),
+                            network="none",
                         ),
                         rng=random.Random(7),
                     )
@@ -78,7 +113,7 @@ async def main(rounds: int, concurrency: int) -> dict[str, object]:
                         await fake.state.wait_polling(concurrency)
                         for n in range(rounds):
                             began = time.perf_counter()
-                            fake.state.enqueue(str(1000 + n), _payload(n))
+                            fake.state.enqueue(str(1000 + n), _payload(n, real=real))
                             await fake.state.wait_step_started(f"step-{n}")
                             latencies.append((time.perf_counter() - began) * 1000)
                             await fake.state.wait_done(str(1000 + n))
@@ -89,7 +124,7 @@ async def main(rounds: int, concurrency: int) -> dict[str, object]:
     ordered = sorted(latencies)
     return {
         "benchmark": "woodpecker_queued_to_first_step",
-        "sandbox": "memory",
+        "sandbox": sandbox,
         "rounds": rounds,
         "median_ms": round(statistics.median(ordered), 2),
         "p90_ms": round(ordered[int(len(ordered) * 0.9) - 1], 2),
@@ -102,5 +137,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=50)
     parser.add_argument("--concurrency", type=int, default=2)
+    parser.add_argument("--sandbox", choices=("memory", "containerd"), default="memory")
     args = parser.parse_args()
-    print(json.dumps(trio.run(main, args.rounds, args.concurrency)))
+    print(json.dumps(trio.run(main, args.rounds, args.concurrency, args.sandbox)))

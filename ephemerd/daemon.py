@@ -257,6 +257,18 @@ async def _open_provider(provider: ProviderConfig, config: Config) -> AsyncGener
             options = gitea_options(provider, runner_labels=config.runner.labels)
             async with open_gitea_provider(options) as gitea:
                 yield gitea
+        case "woodpecker":
+            from ephemerd.forges.woodpecker import open_woodpecker_provider
+            from ephemerd.forges.woodpecker import options_from_config as woodpecker_options
+
+            options = woodpecker_options(
+                provider,
+                runner_labels=config.runner.labels,
+                data_dir=config.data_dir,
+                max_concurrent=config.runner.max_concurrent,
+            )
+            async with open_woodpecker_provider(options) as woodpecker:
+                yield woodpecker
         case kind:
             raise ConfigError(
                 f"{provider.name}: the {kind} provider is not available in this version yet"

@@ -29,8 +29,10 @@ app = App(
 )
 jobs_app = App(name="jobs", help="List, inspect, kill and follow jobs.")
 config_app = App(name="config", help="Inspect the configuration.")
+images_app = App(name="images", help="Pull, import, list and remove sandbox images.")
 app.command(jobs_app)
 app.command(config_app)
+app.command(images_app)
 
 
 @app.meta.default
@@ -176,6 +178,66 @@ def check(*, opts: Opts) -> int:
             claim_models[provider.name] = forge.describe_claim_model(provider)
     print(describe(config, claim_models=claim_models))
     return 0
+
+
+@app.command
+def run(
+    workflow: Annotated[
+        Path | None, Parameter(help="Workflow file (default: the only one in .github/workflows).")
+    ] = None,
+    /,
+    *,
+    job: Annotated[str | None, Parameter(help="The job to run, when the file has several.")] = None,
+    image: Annotated[
+        str | None, Parameter(help="Sandbox image (default: the job's container, else busybox).")
+    ] = None,
+    network: Annotated[
+        Literal["default", "none"], Parameter(help="Egress to the internet, or none.")
+    ] = "default",
+    opts: Opts,
+) -> int:
+    """Run a workflow's job locally in one fresh sandbox; the exit code is the job's result."""
+    from ._run import run_workflow
+
+    return run_workflow(opts, workflow, job=job, image=image, network=network)
+
+
+@images_app.command(name="pull")
+def images_pull(reference: str, /, *, opts: Opts) -> int:
+    """Pull an image from its registry."""
+    from ._images import images_pull as pull
+
+    return pull(opts, reference)
+
+
+@images_app.command(name="import")
+def images_import(
+    archive: Path,
+    /,
+    *,
+    name: Annotated[str | None, Parameter(help="Record it under this name.")] = None,
+    opts: Opts,
+) -> int:
+    """Import an OCI image layout or `docker save` tar archive."""
+    from ._images import images_import as load
+
+    return load(opts, archive, name)
+
+
+@images_app.command(name="list")
+def images_list(*, opts: Opts) -> int:
+    """List the images ephemerd manages."""
+    from ._images import images_list as show
+
+    return show(opts)
+
+
+@images_app.command(name="rm")
+def images_remove(references: list[str], /, *, opts: Opts) -> int:
+    """Remove images."""
+    from ._images import images_remove as remove
+
+    return remove(opts, references)
 
 
 @app.command

@@ -29,8 +29,10 @@ def run_workflow(
     network: str,
 ) -> int:
     """Run *workflow*'s job; the exit code is 0 when the job succeeded, 1 otherwise."""
+    from ephemerd._logging import setup_logging
     from ephemerd.local import load_workflow
 
+    setup_logging(level="warning")
     path = workflow or _find_workflow(Path.cwd())
     parsed = load_workflow(path)
     selected = parsed.job(job)
@@ -96,7 +98,8 @@ def _find_workflow(directory: Path) -> Path:
 
 
 def _repository_root(workflow: Path) -> Path:
-    """The git work tree holding *workflow*, else the directory of the workflow file."""
+    """The repository *workflow* belongs to: the git work tree, else the directory holding
+    its ``.github/workflows`` (or Forgejo's, Gitea's), else the current directory."""
     folder = workflow.resolve().parent
     try:
         top = subprocess.run(
@@ -106,5 +109,9 @@ def _repository_root(workflow: Path) -> Path:
             check=True,
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
-        return folder
-    return Path(top) if top else folder
+        top = ""
+    if top:
+        return Path(top)
+    if folder.name == "workflows" and folder.parent.name in (".github", ".gitea", ".forgejo"):
+        return folder.parent.parent
+    return Path.cwd()

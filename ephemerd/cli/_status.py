@@ -11,7 +11,7 @@ __all__ = ["show_status"]
 
 
 def show_status(opts: GlobalOptions, *, as_json: bool) -> int:
-    from ephemerd.control._quick import fetch_status  # not via the package: no lazy lookup
+    from ephemerd.control._quick import fetch_status  # direct, so -X importtime lists it
 
     current = fetch_status(opts.socket_path)
     now = time.time()

@@ -132,6 +132,7 @@ class _ActionsForge(_Provider, frozen=True, kw_only=True):
     repos: tuple[str, ...] = ()
     labels: tuple[str, ...] = ()
     runner_image: str = ""
+    runner_url: str = ""
     poll_interval: Duration = Duration(10)
     webhook_secret: Secret | None = None
 
@@ -139,6 +140,10 @@ class _ActionsForge(_Provider, frozen=True, kw_only=True):
         super().__post_init__()
         url = check_url("instance_url", self.instance_url)
         msgspec.structs.force_setattr(self, "instance_url", url)
+        if self.runner_url:
+            msgspec.structs.force_setattr(
+                self, "runner_url", check_url("runner_url", self.runner_url)
+            )
         check_items("repos", self.repos)
         check_items("labels", self.labels)
         if self.repos and not self.owner:
@@ -156,6 +161,9 @@ class ForgejoConfig(_ActionsForge, tag="forgejo", frozen=True, kw_only=True):
         owner / repos: scope of the runners ("" = instance-wide, needs an admin token).
         labels: runner labels as ``name:docker://image``; empty = the provider's default.
         runner_image: image with ``forgejo-runner``; "" = the provider's default.
+        runner_url: the forge's URL as runners in sandboxes reach it, when that differs
+            from ``instance_url`` (a forge on host loopback is reached on the bridge
+            gateway); "" = ``instance_url``.
         poll_interval: seconds between polls.
         webhook_secret: secret of deliveries, where the server sends them.
     """

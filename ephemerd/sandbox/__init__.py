@@ -25,8 +25,15 @@ from ._network import DEFAULT_SUBNET, JobAttachment, JobNetwork, open_job_networ
 from ._oci import ImageRuntime, Platform, PulledImage
 from ._oci_archive import import_archive
 from ._reference import ImageReference, parse_reference
-from ._registry import DEFAULT_PULL_RETRY, RegistryClient, open_registry_client, pull_image
+from ._registry import (
+    DEFAULT_PULL_RETRY,
+    RegistryClient,
+    RegistryCredentials,
+    open_registry_client,
+    pull_image,
+)
 from ._runtime import NetworkAttacher
+from ._stack import SandboxStack, ensure_host_image, open_sandbox_stack
 
 __all__ = [
     "DEFAULT_PULL_RETRY",
@@ -52,7 +59,10 @@ __all__ = [
     "Platform",
     "PulledImage",
     "RegistryClient",
+    "RegistryCredentials",
+    "SandboxStack",
     "build_host_image",
+    "ensure_host_image",
     "host_python_paths",
     "import_archive",
     "log_path",
@@ -60,6 +70,7 @@ __all__ = [
     "open_job_network",
     "open_registry_client",
     "open_sandbox_backend",
+    "open_sandbox_stack",
     "parse_reference",
     "prune_logs",
     "pull_image",

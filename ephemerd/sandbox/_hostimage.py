@@ -17,7 +17,7 @@ import os
 import shutil
 import tarfile
 import tempfile
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping
 from pathlib import Path
 
 import msgspec
@@ -154,7 +154,11 @@ def _symlink_chain(path: Path) -> list[Path]:
 
 
 def _build_layer(
-    busybox: Path, extra_paths: Iterable[Path], exclude: frozenset[str], out: Path
+    busybox: Path,
+    extra_paths: Iterable[Path],
+    exclude: frozenset[str],
+    out: Path,
+    files: Mapping[str, bytes] | None = None,
 ) -> tuple[str, str, int]:
     """Write the gzip'd layer to *out*; return (diff_id, digest, size)."""
     raw = io.BytesIO()
@@ -186,11 +190,27 @@ def _build_layer(
             seen.add(applet)
         for extra in extra_paths:
             _add_host_path(tar, Path(os.path.abspath(extra)), seen, exclude)
+        for path, content in sorted((files or {}).items()):
+            _add_file(tar, path.strip("/"), content, seen)
     data = raw.getvalue()
     diff_id = "sha256:" + hashlib.sha256(data).hexdigest()
     compressed = gzip.compress(data, compresslevel=1, mtime=0)  # local image: favour speed
     out.write_bytes(compressed)
     return diff_id, "sha256:" + hashlib.sha256(compressed).hexdigest(), len(compressed)
+
+
+def _add_file(tar: tarfile.TarFile, name: str, content: bytes, seen: set[str]) -> None:
+    """Add an executable file *name* holding *content*, with any missing parents."""
+    parts = name.split("/")
+    for depth in range(1, len(parts)):
+        parent = "/".join(parts[:depth])
+        if parent not in seen:
+            seen.add(parent)
+            tar.addfile(_dir(parent, 0o755))
+    info = tarfile.TarInfo(name)
+    info.size, info.mode = len(content), 0o755
+    tar.addfile(info, io.BytesIO(content))
+    seen.add(name)
 
 
 def _applets(busybox: Path) -> list[str]:
@@ -228,6 +248,7 @@ async def build_host_image(
     work_dir: Path | None = None,
     env: Iterable[str] = (),
     cmd: Iterable[str] = ("/bin/sh",),
+    files: Mapping[str, bytes] | None = None,
 ) -> ImageInfo:
     """Build the offline base image *name* and store it through *images*.
 
@@ -240,6 +261,8 @@ async def build_host_image(
         work_dir: a host directory for the temporary layer file (default: the system's).
         env: extra ``KEY=value`` entries for the image's environment.
         cmd: the image's default command.
+        files: extra files by image path, written executable (mode 0755), for content
+            that has no host path of its own (a runner's ``run.sh`` in its install dir).
 
     Raises:
         ImagePullError: busybox is missing, or containerd refused the image.
@@ -259,7 +282,7 @@ async def build_host_image(
     layer_path = work_dir / f".layer-{os.getpid()}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
     try:
         diff_id, layer_digest, layer_size = await trio.to_thread.run_sync(
-            _build_layer, Path(busybox), extras, frozenset(exclude), layer_path
+            _build_layer, Path(busybox), extras, frozenset(exclude), layer_path, files
         )
         layer = BlobDescriptor(
             media_type=MEDIA_TYPE_OCI_LAYER_GZIP, digest=layer_digest, size=layer_size

@@ -86,6 +86,11 @@ async def open_sandbox_stack(
             job_network = await stack.enter_async_context(
                 open_job_network(data_dir=data_dir, allow=allow)
             )
+            # Whatever a previous run left attached belongs to sandboxes that are about to
+            # be swept as orphans: their namespaces, links and leases go first.
+            swept = await job_network.sweep(keep=())
+            if swept:
+                log.warning("removed the network of %d leftover sandbox(es)", len(swept))
         backend = await stack.enter_async_context(
             open_sandbox_backend(client, data_dir=data_dir, images=images, network=job_network)
         )

@@ -243,7 +243,17 @@ async def test_peer_speaking_nonsense_is_one_line(tmp_path: Path) -> None:
 
 # -- what it costs to start --------------------------------------------------------------
 
-_HEAVY = ("asyncio", "grpclib", "betterproto", "google.protobuf", "trio", "cyclopts")
+_HEAVY = (
+    "asyncio",
+    "grpclib",
+    "betterproto",
+    "google.protobuf",
+    "trio",
+    "cyclopts",
+    "hpack",
+    "socket",
+    "logging",
+)
 
 
 def test_import_pulls_no_heavy_module() -> None:

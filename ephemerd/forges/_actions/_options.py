@@ -53,6 +53,8 @@ class ActionsOptions(msgspec.Struct, frozen=True, kw_only=True):
         labels: extra runner label names (``name`` or ``name:docker://image``; only the
             name is used: jobs run directly inside the sandbox, so labels are ``name:host``).
         runner_image: the image holding the runner binary ("" = the flavour's default).
+        runner_url: the forge's URL as the runner in a sandbox reaches it ("" =
+            ``instance_url``).
         poll_interval: seconds between discovery cycles; ``None`` takes the scheduler's.
         pool_size: idle warm runners to keep when the server cannot list waiting jobs.
         codec: Connect codec, ``application/json`` or ``application/proto``.
@@ -68,6 +70,7 @@ class ActionsOptions(msgspec.Struct, frozen=True, kw_only=True):
     repos: tuple[str, ...] = ()
     labels: tuple[str, ...] = ()
     runner_image: str = ""
+    runner_url: str = ""
     poll_interval: float | None = None
     pool_size: int = 1
     codec: str = JSON_TYPE
@@ -90,6 +93,8 @@ class ActionsOptions(msgspec.Struct, frozen=True, kw_only=True):
         where = f"{flavour.kind} instance {self.name!r}"
         if not self.instance_url.startswith(("http://", "https://")):
             raise ConfigError(f"{where}: instance_url must be an http(s) URL")
+        if self.runner_url and not self.runner_url.startswith(("http://", "https://")):
+            raise ConfigError(f"{where}: runner_url must be an http(s) URL")
         if not self.registration_token and not self.api_token:
             raise ConfigError(f"{where}: a registration token or an api_token is required")
         if self.repos and not self.owner:
@@ -103,6 +108,11 @@ class ActionsOptions(msgspec.Struct, frozen=True, kw_only=True):
             raise ConfigError(f"{where}: pool_size must not be negative")
         if self.codec not in (JSON_TYPE, PROTO_TYPE):
             raise ConfigError(f"{where}: codec must be {JSON_TYPE} or {PROTO_TYPE}")
+
+    @property
+    def url_for_runners(self) -> str:
+        """The forge's URL handed to runners in sandboxes."""
+        return self.runner_url or self.instance_url
 
     def scopes(self) -> list[str]:
         """REST scopes to discover jobs in: each repository, else the org, else the instance."""

@@ -196,7 +196,7 @@ class ActionsProvider:
                 files=(token_file(created.token),),
                 entrypoint=handle_argv(
                     handle=job.handle,
-                    url=self._options.instance_url,
+                    url=self._options.url_for_runners,
                     uuid=created.uuid,
                     labels=wanted,
                 ),
@@ -217,7 +217,7 @@ class ActionsProvider:
             runner_id=str(runner.id),
             runner_name=runner.name or runner_name,
             repo=event.repo,
-            files=registered_files(runner, address=self._options.instance_url, labels=wanted),
+            files=registered_files(runner, address=self._options.url_for_runners, labels=wanted),
             entrypoint=self._flavour.runner_argv,
             image=self.image,
         )

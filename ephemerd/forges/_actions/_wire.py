@@ -8,9 +8,6 @@ page) are classified by status, as the Connect protocol prescribes.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
-from contextlib import asynccontextmanager
-
 import httpx
 import msgspec
 
@@ -20,10 +17,10 @@ from ephemerd._errors import (
     ForgeError,
     ForgeNotFound,
     ForgePermissionError,
-    ForgeProtocolError,
     ForgeRateLimited,
     ForgeUnavailable,
 )
+from ephemerd.forges._http import error_for_status, map_transport_errors
 
 __all__ = ["connect_code_for_status", "connect_error", "map_transport_errors", "rest_error"]
 
@@ -102,37 +99,5 @@ def rest_error(response: httpx.Response, *, what: str) -> ForgeError:
         message = _one_line(msgspec.json.decode(response.content, type=_RestBody).message)
     except (msgspec.DecodeError, msgspec.ValidationError):
         message = ""
-    said = f": {message}" if message else ""
-    text = f"{what}: HTTP {status}{said}"
-    if status == 401:
-        return ForgeAuthError(text)
-    if status == 403:
-        return ForgePermissionError(text)
-    if status in (404, 405):
-        return ForgeNotFound(text)
-    if status == 409:
-        return ForgeConflict(text)
-    if status == 429:
-        retry_after = response.headers.get("retry-after", "")
-        delay = float(retry_after) if retry_after.isdigit() else None
-        return ForgeRateLimited(text, retry_after=delay)
-    if status >= 500:
-        return ForgeUnavailable(text)
-    if status < 400:
-        return ForgeProtocolError(f"{what}: unexpected HTTP {status}")
-    error = ForgeError(text)
-    error.retryable = False
-    return error
-
-
-@asynccontextmanager
-async def map_transport_errors(what: str) -> AsyncGenerator[None, None]:
-    """Turn httpx's network and protocol failures into ``ForgeUnavailable``."""
-    try:
-        yield
-    except httpx.TimeoutException as exc:
-        raise ForgeUnavailable(f"{what}: timed out ({type(exc).__name__})") from exc
-    except httpx.TransportError as exc:
-        raise ForgeUnavailable(f"{what}: {type(exc).__name__}: {exc}") from exc
-    except httpx.HTTPError as exc:  # pragma: no cover - other client-side failures
-        raise ForgeProtocolError(f"{what}: {type(exc).__name__}: {exc}") from exc
+    retry_after = response.headers.get("retry-after", "")
+    return error_for_status(status, what=what, message=message, retry_after=retry_after)

@@ -6,21 +6,16 @@ catches ``ForgeError`` subclasses only.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 
 import httpx
 import msgspec
 
 from ephemerd._errors import (
-    ForgeAuthError,
-    ForgeConflict,
     ForgeError,
-    ForgeNotFound,
-    ForgePermissionError,
-    ForgeProtocolError,
-    ForgeUnavailable,
 )
+from ephemerd.forges._http import error_for_status
+from ephemerd.forges._http import map_transport_errors as _map_transport_errors
 
 from ._ratelimit import RateLimitGate
 
@@ -52,37 +47,12 @@ def error_for(response: httpx.Response, gate: RateLimitGate, *, what: str) -> Fo
     """
     status = response.status_code
     message = _message(response.content)
-    said = f": {message}" if message else ""
-    text = f"GitHub {what}: HTTP {status}{said}"
     limited = gate.limited(status, response.headers, message)
     if limited is not None:
         return limited
-    if status == 401:
-        return ForgeAuthError(text)
-    if status == 403:
-        return ForgePermissionError(text)
-    if status == 404:
-        return ForgeNotFound(text)
-    if status == 409:
-        return ForgeConflict(text)
-    if status >= 500:
-        return ForgeUnavailable(text)
-    if status < 400:
-        return ForgeProtocolError(f"GitHub {what}: unexpected HTTP {status}")
-    error = ForgeError(text)
-    # 400/422 and other 4xx: the request itself is wrong; sending it again changes nothing
-    error.retryable = False
-    return error
+    return error_for_status(status, what=f"GitHub {what}", message=message)
 
 
-@asynccontextmanager
-async def map_transport_errors(what: str) -> AsyncGenerator[None, None]:
+def map_transport_errors(what: str) -> AbstractAsyncContextManager[None]:
     """Turn httpx's network and protocol failures into ``ForgeUnavailable``."""
-    try:
-        yield
-    except httpx.TimeoutException as exc:
-        raise ForgeUnavailable(f"GitHub {what}: timed out ({type(exc).__name__})") from exc
-    except httpx.TransportError as exc:
-        raise ForgeUnavailable(f"GitHub {what}: {type(exc).__name__}: {exc}") from exc
-    except httpx.HTTPError as exc:  # pragma: no cover - other client-side failures
-        raise ForgeProtocolError(f"GitHub {what}: {type(exc).__name__}: {exc}") from exc
+    return _map_transport_errors(f"GitHub {what}")

@@ -5,14 +5,16 @@ Build one instance with ``open_woodpecker_provider(WoodpeckerOptions(...))``; th
 speaks only ``ephemerd.capabilities`` to the scheduler.
 """
 
+from ._agent import HEALTH_STATUS, Agent
 from ._from_config import options_from_config
 from ._options import DEFAULT_IMAGE, PROTOCOL_VERSION, WoodpeckerOptions
-from ._provider import HEALTH_STATUS, WoodpeckerProvider, open_woodpecker_provider
+from ._provider import WoodpeckerProvider, open_woodpecker_provider
 
 __all__ = [
     "DEFAULT_IMAGE",
     "HEALTH_STATUS",
     "PROTOCOL_VERSION",
+    "Agent",
     "WoodpeckerOptions",
     "WoodpeckerProvider",
     "open_woodpecker_provider",

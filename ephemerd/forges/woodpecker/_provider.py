@@ -44,19 +44,16 @@ from ephemerd.capabilities import (
     SandboxHandle,
 )
 
+from ._agent import Agent
 from ._client import AgentClient
 from ._drive import CANCELED, drive_workflow
-from ._options import PROTOCOL_VERSION, WoodpeckerOptions
+from ._options import WoodpeckerOptions
 from ._payload import WorkflowConfig, decode_config, workflow_image
 
-__all__ = ["HEALTH_STATUS", "WoodpeckerProvider", "open_woodpecker_provider"]
+__all__ = ["WoodpeckerProvider", "open_woodpecker_provider"]
 
 log = logging.getLogger("ephemerd.forges.woodpecker")
 
-HEALTH_STATUS = "I am alive!"
-"""The exact ``ReportHealth`` status a Woodpecker server accepts."""
-
-BACKEND = "ephemerd"
 _EMPTY_NEXT_PAUSE = 1.0
 
 
@@ -89,9 +86,8 @@ class WoodpeckerProvider:
         self._background = background
         self._tokens = trio.Semaphore(options.max_concurrent)
         self._held: dict[str, _Held] = {}
-        self._registered = trio.Event()
+        self._agent = Agent(options, client)
         self._events: trio.MemorySendChannel[JobEvent] | None = None
-        self._stopped = False
 
     def __repr__(self) -> str:
         return f"WoodpeckerProvider({self._options.name!r}, server={self._options.server!r})"
@@ -103,6 +99,11 @@ class WoodpeckerProvider:
     @property
     def default_images(self) -> Mapping[str, str]:
         return {"linux": self._options.default_image}
+
+    @property
+    def agent(self) -> Agent:
+        """The agent's lifecycle: registration, health, token refresh."""
+        return self._agent
 
     @property
     def agent_id(self) -> int:
@@ -117,83 +118,6 @@ class WoodpeckerProvider:
             "free_tokens": self._tokens.value,
         }
 
-    # -- agent lifecycle -----------------------------------------------------------------
-
-    def labels(self) -> dict[str, str]:
-        """The agent's filter labels: defaults, overridden by configured ones."""
-        defaults = {
-            "hostname": self._options.hostname,
-            "platform": self._options.platform,
-            "backend": BACKEND,
-            "repo": "*",
-        }
-        return {**defaults, **self._options.labels}
-
-    async def register(self) -> None:
-        """Authenticate, check the protocol version and register this agent.
-
-        Raises:
-            ForgeProtocolError: the server speaks another protocol version.
-            ForgeAuthError: the credential was refused.
-            ForgeUnavailable: the server cannot be reached.
-        """
-        client, options = self._client, self._options
-        await client.authenticate()
-        version = await client.call(
-            client.stub.version, pb.Empty(), rpc_timeout=options.rpc_timeout, what="Version"
-        )
-        if version.grpc_version != PROTOCOL_VERSION:
-            raise ForgeProtocolError(
-                f"woodpecker server {options.server} speaks agent protocol "
-                f"{version.grpc_version} (server {version.server_version or 'unknown'}); "
-                f"ephemerd speaks {PROTOCOL_VERSION}"
-            )
-        info = pb.AgentInfo(
-            platform=options.platform,
-            capacity=options.max_concurrent,
-            backend=BACKEND,
-            version=options.version,
-            custom_labels=dict(options.labels),
-        )
-        reply = await client.call(
-            client.stub.register_agent,
-            pb.RegisterAgentRequest(info=info),
-            rpc_timeout=options.rpc_timeout,
-            what="RegisterAgent",
-        )
-        log.info(
-            "%s: registered as agent %d on %s (server %s)",
-            options.name,
-            reply.agent_id,
-            options.server,
-            version.server_version,
-        )
-        self._registered.set()
-
-    async def report_health(self) -> None:
-        """Tell the server every ``health_interval`` that this agent is alive; never raises."""
-        await self._registered.wait()
-        while True:
-            try:
-                await self._client.call(
-                    self._client.stub.report_health,
-                    pb.ReportHealthRequest(status=HEALTH_STATUS),
-                    rpc_timeout=self._options.rpc_timeout,
-                    what="ReportHealth",
-                )
-            except ForgeError as exc:
-                log.warning("%s: health report failed: %s", self.name, exc)
-            await trio.sleep(self._options.health_interval)
-
-    async def refresh_auth(self) -> None:
-        """Renew the access token before it expires; never raises."""
-        while True:
-            await trio.sleep(self._options.auth_refresh)
-            try:
-                await self._client.authenticate()
-            except ForgeError as exc:
-                log.warning("%s: token refresh failed: %s", self.name, exc)
-
     # -- Poll ----------------------------------------------------------------------------
 
     async def poll(self, config: PollConfig, events: trio.MemorySendChannel[JobEvent]) -> None:
@@ -205,8 +129,8 @@ class WoodpeckerProvider:
         """
         del config  # labels are the agent's own (key=value), matched by the server
         async with events:
-            if not self._registered.is_set():
-                await self.register()
+            if not self._agent.registered.is_set():
+                await self._agent.register()
             self._events = events
             async with trio.open_nursery() as nursery:
                 for _ in range(self._options.max_concurrent):
@@ -214,7 +138,7 @@ class WoodpeckerProvider:
 
     async def _next_worker(self, events: trio.MemorySendChannel[JobEvent]) -> None:
         client, options = self._client, self._options
-        request = pb.NextRequest(filter=pb.Filter(labels=self.labels()))
+        request = pb.NextRequest(filter=pb.Filter(labels=self._agent.labels()))
         while True:
             await self._tokens.acquire()
             handed = False
@@ -401,20 +325,7 @@ class WoodpeckerProvider:
 
     async def stop(self) -> None:
         """Unregister the agent, unless its id is kept for the next start."""
-        if self._stopped or not self._registered.is_set():
-            return
-        self._stopped = True
-        if self._client.persisted:
-            return
-        try:
-            await self._client.call(
-                self._client.stub.unregister_agent,
-                pb.Empty(),
-                rpc_timeout=self._options.rpc_timeout,
-                what="UnregisterAgent",
-            )
-        except ForgeError as exc:
-            log.warning("%s: unregister failed: %s", self.name, exc)
+        await self._agent.unregister()
 
 
 @asynccontextmanager
@@ -436,8 +347,8 @@ async def open_woodpecker_provider(
         try:
             async with trio.open_nursery() as background:
                 provider = WoodpeckerProvider(options, client, background)
-                background.start_soon(provider.report_health)
-                background.start_soon(provider.refresh_auth)
+                background.start_soon(provider.agent.report_health)
+                background.start_soon(provider.agent.refresh_auth)
                 try:
                     yield provider
                 finally:

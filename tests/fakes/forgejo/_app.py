@@ -113,6 +113,12 @@ class FakeForgeApp:
             if failure.times > 0 and failure.path in path:
                 failure.times -= 1
                 return _Answer(failure.status, failure.body, failure.content_type)
+        if path == "/api/test/standin" and method == "POST":
+            report = json.loads(body or b"{}")
+            report["received_at"] = trio.current_time()
+            self.world.standin_reports.append(report)
+            self.world.touch()
+            return _json(200, {})
         found = _RPC.match(path)
         if found is not None:
             return await self._rpc(method, found["service"], found["method"], headers, body)

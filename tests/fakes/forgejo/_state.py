@@ -144,6 +144,8 @@ class World:
         self.failures: list[Failure] = []
         self.request_keys: dict[tuple[int, str], int] = {}
         self.locked_request_keys: set[str] = set()
+        self.standin_reports: list[dict[str, object]] = []
+        """What stand-in runners in sandboxes reported (``/api/test/standin``)."""
         self._ids = itertools.count(1)
         self._changed = trio.Event()
 
@@ -179,6 +181,7 @@ class World:
         )
         self.jobs[job.id] = job
         self.tasks_version += 1
+        self.touch()
         return job
 
     def cancel(self, job: FakeJob) -> None:
@@ -187,6 +190,7 @@ class World:
         if job.status == "waiting":
             job.status = "cancelled"
         self.tasks_version += 1
+        self.touch()
 
     def rerun(self, job: FakeJob) -> None:
         """A new attempt of a finished job: a new handle, waiting again."""
@@ -260,6 +264,7 @@ class World:
             job.status, job.task_id = "running", task.id
             runner.task_id = task.id
             self.tasks_version += 1
+            self.touch()
             return task
         return None
 

@@ -18,7 +18,7 @@ import json
 import time
 import uuid
 from collections.abc import AsyncGenerator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from functools import partial
 
 import httpx
@@ -50,10 +50,14 @@ def sign(secret: str, body: bytes) -> str:
 class FakeGitHub:
     """The running fake: ``url`` is its API root; ``world`` its state; ``app`` its requests."""
 
-    def __init__(self, url: str, app: FakeGitHubApp) -> None:
+    def __init__(self, url: str, app: FakeGitHubApp, http: httpx.AsyncClient) -> None:
         self.url = url
         self.app = app
         self.world = app.world
+        self._http = http
+        # (job id, action) -> Unix time the delivery to the hooks began
+        self.delivered: dict[tuple[int, str], float] = {}
+        app.on_job = self.deliver_job
 
     @property
     def requests(self) -> list[Recorded]:
@@ -139,6 +143,30 @@ class FakeGitHub:
         }
         return headers, body
 
+    async def deliver_job(self, action: str, job: FakeJob) -> None:
+        """Deliver a ``workflow_job`` event to every active hook covering the job's repo.
+
+        Like GitHub, a failed delivery is not retried; the answers are not checked here.
+        """
+        found = self.world.job(job.id)
+        repo = found[0] if found else ""
+        owner = repo.split("/", maxsplit=1)[0]
+        payload = self.workflow_job(job, action)
+        self.delivered.setdefault((job.id, action), time.time())
+        for hook in list(self.world.hooks.values()):
+            if hook.active and hook.scope in (f"repos/{repo}", f"orgs/{owner}"):
+                headers, body = self.delivery("workflow_job", payload, hook.secret)
+                with suppress(httpx.HTTPError):
+                    await self._http.post(hook.url, content=body, headers=headers)
+
+    async def queue(self, repo: str, jobs: list[tuple[str, list[str]]]) -> FakeRun:
+        """A new run of *repo*: waiting runners are woken and ``queued`` events delivered."""
+        run = self.world.add_run(repo, jobs)
+        self.app.jobs_queued()
+        for job in run.jobs:
+            await self.deliver_job("queued", job)
+        return run
+
     async def emit(
         self,
         url: str,
@@ -170,11 +198,11 @@ async def open_fake_github(*, prefix: str = "") -> AsyncGenerator[FakeGitHub, No
     config.errorlog = None
     config.graceful_timeout = 0.1
     stop = trio.Event()
-    async with trio.open_nursery() as nursery:
+    async with httpx.AsyncClient(timeout=10) as http, trio.open_nursery() as nursery:
         binds: list[str] = await nursery.start(
             partial(serve, app, config, shutdown_trigger=stop.wait)
         )
         try:
-            yield FakeGitHub(binds[0].rstrip("/") + prefix, app)
+            yield FakeGitHub(binds[0].rstrip("/") + prefix, app, http)
         finally:
             stop.set()

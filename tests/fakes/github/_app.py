@@ -98,10 +98,25 @@ class FakeGitHubApp:
             ("POST", re.compile(rf"/{scope}/hooks/(?P<id>\d+)/pings"), self._ping_hook),
         ]
         self._app_route = re.compile(r"/app/installations/(?P<id>[^/]+)/access_tokens")
+        self._runner_route = re.compile(r"/_fake/runners/(?P<id>\d+)/(?P<verb>acquire|complete)")
+        # set by ``FakeGitHub``: delivers ``workflow_job`` webhooks (action, job) to the hooks
+        self.on_job: Callable[[str, FakeJob], Awaitable[None]] | None = None
+        self.acquire_timeout = 20.0
+        self._jobs_queued = trio.Event()
+
+    def jobs_queued(self) -> None:
+        """Wake runners waiting in ``acquire``: new jobs may fit them."""
+        self._jobs_queued.set()
+        self._jobs_queued = trio.Event()
 
     async def wait_requests(self, n: int) -> None:
         """Wait until at least *n* requests have been answered."""
         while len(self.requests) < n:
+            await self._changed.wait()
+
+    async def wait_until(self, predicate: Callable[[], bool]) -> None:
+        """Wait until *predicate* (over the world) holds, checked after every request."""
+        while not predicate():
             await self._changed.wait()
 
     def count(self, method: str = "", path: str = "") -> int:
@@ -137,7 +152,11 @@ class FakeGitHubApp:
             body=body,
             host=headers.get("host", "127.0.0.1"),
         )
-        response = self._handle(request)
+        runner = self._runner_route.fullmatch(request.path)
+        if runner is not None and request.method == "POST":
+            response = await self._runner(request, runner)
+        else:
+            response = self._handle(request)
         public = {k: v for k, v in headers.items() if k != "authorization"}
         self.requests.append(
             Recorded(request.method, request.path, request.query, response.status, public, body)
@@ -307,6 +326,7 @@ class FakeGitHubApp:
             if found is not None and found[1].status == "in_progress":
                 return _error(422, f"Bad request - Runner {runner.name} is still running a job")
         runner.deleted = True
+        self.jobs_queued()  # a runner waiting in acquire learns it is gone
         return _Response(204, content_type="text/plain")
 
     # --- hooks ---------------------------------------------------------------------------
@@ -354,6 +374,47 @@ class FakeGitHubApp:
         if hook is None or hook.scope != m["scope"]:
             return _error(404, "Not Found")
         return _Response(204, content_type="text/plain")
+
+    # --- the runner side (not a GitHub REST API: what the actions runner does) ----------
+
+    async def _runner(self, request: _Request, m: re.Match[str]) -> _Response:
+        """A JIT runner connects (``acquire``: long-poll for a job) or reports completion.
+
+        The body names the runner (its ``AgentName``), standing in for the credentials a
+        real runner presents. Webhooks are delivered before the answer, so the in_progress
+        delivery of a job always precedes its completed one.
+        """
+        runner = self.world.runners.get(int(m["id"]))
+        try:
+            body = request.json()
+        except ValueError:
+            return _error(400, "Problems parsing JSON")
+        if runner is None or runner.deleted or body.get("name") != runner.name:
+            return _error(404, "Not Found")
+        if m["verb"] == "acquire":
+            self.world.runner_starts.setdefault(runner.name, float(body.get("started", 0.0)))
+            with trio.move_on_after(self.acquire_timeout):
+                while True:
+                    job = self.world.connect(runner.name)
+                    if job is not None:
+                        if self.on_job is not None:
+                            await self.on_job("in_progress", job)
+                        found = self.world.job(job.id)
+                        repo = found[0] if found else ""
+                        return _json(200, {"job": job.as_json(repo)})
+                    if runner.deleted or runner.job_id is not None:
+                        return _error(404, "Not Found")
+                    await self._jobs_queued.wait()
+            return _Response(204, content_type="text/plain")
+        job_id = body.get("job_id")
+        if runner.job_id is None or job_id != runner.job_id:
+            return _error(422, f"runner {runner.name} does not run job {job_id}")
+        found = self.world.job(job_id)
+        repo = found[0] if found else ""
+        job = self.world.complete(job_id, str(body.get("conclusion", "success")))
+        if self.on_job is not None:
+            await self.on_job("completed", job)
+        return _json(200, {"job": job.as_json(repo)})
 
     # --- App auth ------------------------------------------------------------------------
 

@@ -151,6 +151,11 @@ class World:
         self.runners: dict[int, FakeRunner] = {}
         self.hooks: dict[int, FakeHook] = {}
         self.failures: list[Failure] = []
+        # what JIT runners see: the URL they connect to (``ServerUrl`` in ``.runner``),
+        # which jobs they took (runner name, job id) and when their process started
+        self.runner_url = ""
+        self.acquisitions: list[tuple[str, int]] = []
+        self.runner_starts: dict[str, float] = {}
         # App auth: app id -> PEM public key; installation id -> expiry of issued tokens
         self.apps: dict[str, bytes] = {}
         self.installations: set[str] = set()
@@ -235,7 +240,9 @@ class World:
         runner_id = next(self._runner_ids)
         blob = {
             ".runner": base64.b64encode(
-                json.dumps({"AgentId": runner_id, "AgentName": name}).encode()
+                json.dumps(
+                    {"AgentId": runner_id, "AgentName": name, "ServerUrl": self.runner_url}
+                ).encode()
             ).decode(),
             ".credentials": base64.b64encode(json.dumps({"Scheme": "OAuth"}).encode()).decode(),
             ".credentials_rsaparams": base64.b64encode(b'{"d": "secret"}').decode(),
@@ -265,6 +272,7 @@ class World:
                         job.runner_id = runner.id
                         job.runner_name = runner.name
                         runner.job_id = job.id
+                        self.acquisitions.append((runner.name, job.id))
                         return job
         return None
 

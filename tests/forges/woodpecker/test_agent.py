@@ -25,10 +25,10 @@ async def test_registers_with_capacity_labels_and_reports_health(
 ) -> None:
     state = fake.state
     async with provider_for(fake, tmp_path, max_concurrent=3, labels={"gpu": "yes"}) as provider:
-        await provider.register()
+        await provider.agent.register()
         await state.wait_health(2)
         agent_id = provider.agent_id
-        assert provider.labels() == {
+        assert provider.agent.labels() == {
             "hostname": "ci-host",
             "platform": "linux/amd64",
             "backend": "ephemerd",
@@ -53,7 +53,7 @@ async def test_refuses_a_server_on_another_protocol_version(tmp_path: Path) -> N
         fake.state.grpc_version = 17
         async with provider_for(fake, tmp_path) as provider:
             with pytest.raises(ForgeProtocolError, match=r"protocol 17 .*ephemerd speaks 16"):
-                await provider.register()
+                await provider.agent.register()
     assert all(name != "RegisterAgent" for name, _ in fake.state.calls)
 
 
@@ -63,7 +63,7 @@ async def test_a_server_checking_the_proto_version_header_refuses_a_mismatch(
     fake.state.grpc_version = 15  # our header says 16
     async with provider_for(fake, tmp_path) as provider:
         with pytest.raises(ForgeProtocolError, match="proto version mismatch"):
-            await provider.register()
+            await provider.agent.register()
 
 
 async def test_an_individual_agent_token_authenticates_as_that_agent(
@@ -71,7 +71,7 @@ async def test_an_individual_agent_token_authenticates_as_that_agent(
 ) -> None:
     agent = fake.state.add_agent_token("agent-token-42")
     async with provider_for(fake, tmp_path, agent_secret="", agent_token="agent-token-42") as p:
-        await p.register()
+        await p.agent.register()
         assert p.agent_id == agent.id
     assert list(fake.state.agents) == [agent.id]  # no system agent created
 
@@ -81,19 +81,19 @@ async def test_a_wrong_credential_is_a_clear_auth_error(
 ) -> None:
     async with provider_for(fake, tmp_path, agent_secret="wrong") as provider:
         with pytest.raises(ForgeAuthError, match="agent could not auth"):
-            await provider.register()
+            await provider.agent.register()
 
 
 async def test_a_restart_reuses_the_agent_id(fake: FakeWoodpecker, tmp_path: Path) -> None:
     state = fake.state
     async with provider_for(fake, tmp_path) as provider:
-        await provider.register()
+        await provider.agent.register()
         first = provider.agent_id
     path = tmp_path / "woodpecker-wp.agent.json"
     assert json.loads(path.read_text()) == {"agent_id": first}
     assert os.stat(path).st_mode & 0o777 == 0o600
     async with provider_for(fake, tmp_path) as provider:
-        await provider.register()
+        await provider.agent.register()
         assert provider.agent_id == first
     assert [a.id for a in state.agents.values() if a.system] == [first]
     assert not state.agents[first].unregistered  # kept for the next start
@@ -105,7 +105,7 @@ async def test_an_agent_id_the_server_forgot_is_replaced(
     path = tmp_path / "woodpecker-wp.agent.json"
     path.write_text(json.dumps({"agent_id": 999}))
     async with provider_for(fake, tmp_path) as provider:
-        await provider.register()
+        await provider.agent.register()
         new = provider.agent_id
     assert new != 999 and new in fake.state.agents
     assert json.loads(path.read_text()) == {"agent_id": new}
@@ -117,7 +117,7 @@ async def test_an_agent_whose_id_cannot_be_kept_unregisters_at_stop(
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("")
     async with provider_for(fake, blocker / "state") as provider:
-        await provider.register()
+        await provider.agent.register()
         agent_id = provider.agent_id
         assert agent_id in fake.state.agents
     assert agent_id not in fake.state.agents  # a system agent is deleted by UnregisterAgent
@@ -129,7 +129,7 @@ async def test_an_unauthenticated_reply_reauthenticates(
 ) -> None:
     state = fake.state
     async with provider_for(fake, tmp_path) as provider:
-        await provider.register()
+        await provider.agent.register()
         await state.wait_health(1)
         state.revoke_tokens()
         seen = len(state.health_statuses)
@@ -157,3 +157,21 @@ async def test_the_fake_requires_a_token_and_the_exact_health_string(
     reply = await fake.state.auth(pb.AuthRequest(agent_token=SECRET, agent_id=-1))
     with pytest.raises(grpclib.exceptions.GRPCError, match="Are you alive"):
         await fake.state.report_health(reply.agent_id, pb.ReportHealthRequest(status="ok"))
+
+
+async def test_an_agent_the_server_forgot_comes_back_registered(
+    fake: FakeWoodpecker, tmp_path: Path
+) -> None:
+    state = fake.state
+    async with provider_for(fake, tmp_path, max_concurrent=4) as provider:
+        await provider.agent.register()
+        old = provider.agent_id
+        del state.agents[old]  # an admin deleted the agent
+        state.revoke_tokens()
+        while not any(a.info is not None and a.id != old for a in state.agents.values()):
+            await state.wait_health(len(state.health_statuses) + 1)
+        new = provider.agent_id
+    assert new != old
+    info = state.agents[new].info
+    assert info is not None and info.capacity == 4
+    assert json.loads((tmp_path / "woodpecker-wp.agent.json").read_text()) == {"agent_id": new}

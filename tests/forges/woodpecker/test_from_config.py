@@ -8,8 +8,12 @@ import pytest
 
 import ephemerd.forges.woodpecker as woodpecker
 from ephemerd._errors import ConfigError
+from ephemerd.capabilities import DrivesJob, Poll, Provider, Webhook
 from ephemerd.config import Address, GitHubConfig, Secret, WoodpeckerConfig
 from ephemerd.forges.woodpecker import WoodpeckerOptions, options_from_config
+from tests.fakes.woodpecker import FakeWoodpecker
+
+from .conftest import provider_for
 
 
 def test_a_section_maps_every_field(tmp_path: Path) -> None:
@@ -66,7 +70,23 @@ def test_impossible_options_name_the_problem(
         WoodpeckerOptions(**base).validate()  # type: ignore[arg-type]
 
 
+def _isort_key(name: str) -> tuple[int, str]:
+    """Constants, then classes, then functions: the order ruff's RUF022 keeps."""
+    return (0 if name.isupper() else 1 if name[0].isupper() else 2, name)
+
+
 def test_all_is_sorted_and_complete() -> None:
-    assert woodpecker.__all__ == sorted(woodpecker.__all__)
-    public = {n for n in dir(woodpecker) if not n.startswith("_")} - {"annotations"}
+    assert woodpecker.__all__ == sorted(woodpecker.__all__, key=_isort_key)
+    package = Path(woodpecker.__file__).parent
+    modules = {p.stem for p in package.glob("_*.py")}
+    public = {n for n in vars(woodpecker) if not n.startswith("_")} - modules - {"annotations"}
     assert set(woodpecker.__all__) == public
+
+
+async def test_provider_satisfies_its_protocols(fake: FakeWoodpecker, tmp_path: Path) -> None:
+    async with provider_for(fake, tmp_path) as provider:
+        assert isinstance(provider, Provider)
+        assert isinstance(provider, Poll)
+        assert isinstance(provider, DrivesJob)
+        assert not isinstance(provider, Webhook)
+        assert provider.kind == "woodpecker" and provider.name == "wp"

@@ -1,0 +1,129 @@
+# ruff: noqa: F811  (fixtures imported from containerd_fixture shadow their names)
+"""Forgejo and Gitea end to end: fake forge, real ``ephemerd serve``, real sandboxes.
+
+Per server flavour, the real daemon (a subprocess) discovers queued jobs on the fake
+forge, claims each one (an ephemeral runner registered, or created for one job handle on
+Forgejo >= 15) and starts a real containerd sandbox from an image holding a stand-in
+runner (``actions_runner/``) under the names ``forgejo-runner`` and ``act_runner``, so the
+claim's argv runs unchanged. The stand-in speaks the runner protocol with only the
+credentials the sandbox holds.
+
+Reachability (see ``actions_helpers``): the fake listens on 127.0.0.1; the config
+allow-lists that port, which sandboxes reach on the bridge gateway, and ``runner_url``
+hands the runner the gateway address.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+
+import pytest
+import trio
+
+from tests.fakes.forgejo import FakeJob, World, open_fake_forge
+from tests.sandbox.containerd_fixture import (  # noqa: F401  (fixtures)
+    Session,
+    containerd_session,  # pyright: ignore[reportUnusedImport]
+    needs_containerd,
+)
+
+from .actions_helpers import (
+    build_standin_image,
+    sandboxes_left,
+    start_daemon,
+    unmount_files,
+    write_config,
+)
+
+pytestmark = [pytest.mark.containerd, needs_containerd]
+
+API_TOKEN = "pat-e2e-0123456789"
+FLAVOURS = ["gitea-1.20", "gitea-1.26", "forgejo-14", "forgejo-15"]
+TERMINAL = re.compile(r"job fj/\S+ \(acme/app\): (succeeded|failed|cancelled)")
+
+
+@pytest.fixture(scope="module")
+def standin(containerd_session: Session) -> Session:
+    """The session's containerd with the stand-in image built in it (once per module)."""
+    trio.run(build_standin_image, containerd_session.data_dir, containerd_session.address)
+    return containerd_session
+
+
+def digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def finished(job: FakeJob) -> bool:
+    return job.status in ("success", "failure", "cancelled")
+
+
+async def run_flavour(flavour: str, session: Session, data_dir: Path) -> World:
+    """Three plain jobs and one cancelled on the forge while it runs; the world after."""
+    async with open_fake_forge(flavour) as forge:
+        world = forge.world
+        world.api_tokens.add(API_TOKEN)
+        registration = world.add_registration_token("/repos/acme/app")
+        write_config(
+            data_dir,
+            kind=world.flavour.kind,
+            port=int(forge.url.rsplit(":", 1)[1]),
+            registration_token=registration,
+            api_token=API_TOKEN,
+            containerd_address=session.address,
+        )
+        async with trio.open_nursery() as nursery:
+            daemon = await start_daemon(nursery, data_dir)
+            try:
+                with trio.fail_after(60):
+                    jobs = [world.add_job("acme/app", ["ubuntu-latest"], name=f"b{i}") for i in range(3)]
+                    long = world.add_job(
+                        "acme/app", ["ubuntu-latest"], name="long", payload=b"wait-for-cancel\n"
+                    )
+                    await world.wait_until(lambda: long.status == "running")
+                    world.cancel(long)
+                    await world.wait_until(lambda: all(finished(j) for j in [*jobs, long]))
+                    # a job's terminal state is logged once its sandbox is destroyed and its
+                    # runner released
+                    await daemon.wait_until(
+                        lambda: len(TERMINAL.findall(daemon.log)) >= len(world.tasks),
+                        "every job's terminal state",
+                    )
+                    left = await sandboxes_left(session.data_dir, session.address)
+                    assert left == [], f"sandboxes left while the daemon runs: {left}"
+            finally:
+                code = await daemon.stop()
+                unmount_files(data_dir)
+                print(daemon.log)  # shown when the test fails
+            assert code == 0, daemon.log
+            nursery.cancel_scope.cancel()
+        assert [j.status for j in jobs] == ["success"] * 3, daemon.log
+        assert long.status == "cancelled"
+        assert world.tasks[long.task_id].result == 3  # RESULT_CANCELLED, as the runner reports
+        return world
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+async def test_jobs_run_once_in_real_sandboxes(
+    flavour: str, standin: Session, tmp_path: Path
+) -> None:
+    world = await run_flavour(flavour, standin, tmp_path)
+    # every queued job completed exactly once: one task each, one final result each
+    by_job = sorted(task.job_id for task in world.tasks.values())
+    assert by_job == sorted(world.jobs)
+    assert all(task.result for task in world.tasks.values())
+    # no registration is left behind
+    assert world.live_runners() == []
+    # the stand-ins ran and scanned; none saw a registration token, each saw its own token
+    reports = world.standin_reports
+    assert len(reports) >= len(world.tasks)
+    registration = {digest(token) for token in world.registration_tokens}
+    for report in reports:
+        found = set(report["digests"])  # type: ignore[arg-type]
+        assert not found & registration, f"a sandbox saw a registration token: {report['argv']}"
+        runner = next(r for r in world.runners.values() if r.uuid == report["uuid"])
+        assert digest(runner.token) in found, "the scan did not even find the runner's token"
+        assert int(report["files"]) > 100  # type: ignore[call-overload]
+    programs = {report["program"] for report in reports}
+    assert programs == {"forgejo-runner" if world.flavour.kind == "forgejo" else "act_runner"}
