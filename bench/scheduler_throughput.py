@@ -43,7 +43,9 @@ def rss_mib(pid: int) -> float:
 
 def claims(client: httpx.Client) -> int:
     text = client.get("/metrics").text
-    match = re.search(r'^ephemerd_claims_total\{instance="bench",outcome="claimed"\} (\d+)', text, re.M)
+    match = re.search(
+        r'^ephemerd_claims_total\{instance="bench",outcome="claimed"\} (\d+)', text, re.M
+    )
     return int(match.group(1)) if match else 0
 
 
@@ -52,11 +54,21 @@ def make_events(total: int, rng: random.Random) -> tuple[list[dict[str, object]]
     mismatched = int(total * 0.1)
     unique = total - duplicates - mismatched
     events: list[dict[str, object]] = [
-        {"action": "queued", "job_id": str(i), "repo": "octo/app", "labels": ["self-hosted", "linux"]}
+        {
+            "action": "queued",
+            "job_id": str(i),
+            "repo": "octo/app",
+            "labels": ["self-hosted", "linux"],
+        }
         for i in range(unique)
     ]
     events += [
-        {"action": "queued", "job_id": f"gpu-{i}", "repo": "octo/app", "labels": ["self-hosted", "gpu"]}
+        {
+            "action": "queued",
+            "job_id": f"gpu-{i}",
+            "repo": "octo/app",
+            "labels": ["self-hosted", "gpu"],
+        }
         for i in range(mismatched)
     ]
     events += [dict(events[rng.randrange(unique)]) for _ in range(duplicates)]
@@ -93,7 +105,16 @@ listen = "127.0.0.1:{port}"
 """
         )
         daemon = subprocess.Popen(
-            [sys.executable, "-m", "ephemerd", "--data-dir", str(data_dir), "serve", "--log-level", "warning"],
+            [
+                sys.executable,
+                "-m",
+                "ephemerd",
+                "--data-dir",
+                str(data_dir),
+                "serve",
+                "--log-level",
+                "warning",
+            ],
             stderr=subprocess.PIPE,
         )
         try:
@@ -113,11 +134,13 @@ listen = "127.0.0.1:{port}"
                 started = time.perf_counter()
                 headers = {"x-ephemerd-test-token": SECRET}
                 for i in range(0, len(events), args.batch):
-                    reply = client.post("/webhook/bench", headers=headers, json=events[i : i + args.batch])
+                    reply = client.post(
+                        "/webhook/bench", headers=headers, json=events[i : i + args.batch]
+                    )
                     reply.raise_for_status()
                 delivered = time.perf_counter() - started
                 deadline = time.monotonic() + args.timeout
-                while (count := claims(client)) < expected and time.monotonic() < deadline:
+                while claims(client) < expected and time.monotonic() < deadline:
                     time.sleep(0.02)
                 elapsed = time.perf_counter() - started
                 time.sleep(0.5)

@@ -171,6 +171,9 @@ def _load_providers(
     names: dict[str, str] = {}
     for cls, where, raw in found:
         table = _resolve_secret_files(raw, cls, where=where, label=label, base_dir=base_dir)
+        ca_file = table.get("ca_file")
+        if cls is WoodpeckerConfig and isinstance(ca_file, str) and ca_file:
+            table["ca_file"] = str(base_dir / Path(ca_file).expanduser())
         first_github = cls is GitHubConfig and where in ("github", "github[0]")
         if first_github and env_token and not {"token", "app_id"} & table.keys():
             table["token"] = Secret(env_token, source="env GITHUB_TOKEN")

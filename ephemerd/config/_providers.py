@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import socket
+from pathlib import Path
 from typing import ClassVar, Literal
 
 import msgspec
@@ -222,6 +223,8 @@ class WoodpeckerConfig(_Provider, tag="woodpecker", frozen=True, kw_only=True):
         agent_secret: the server-wide shared agent secret, or
         agent_token: an individual agent's token (exactly one of the two).
         tls: dial the server with TLS.
+        ca_file: a PEM file of CA certificates to trust for the server instead of the
+            system's (a private CA); needs ``tls``. Relative to the config file.
         labels: agent labels (``platform``, ``backend``... are added by the provider).
         hostname: the agent's reported host name; defaults to this machine's.
     """
@@ -232,6 +235,7 @@ class WoodpeckerConfig(_Provider, tag="woodpecker", frozen=True, kw_only=True):
     agent_secret: Secret | None = None
     agent_token: Secret | None = None
     tls: bool = False
+    ca_file: str = ""
     labels: dict[str, str] = msgspec.field(default_factory=dict[str, str])
     hostname: str = ""
 
@@ -246,8 +250,23 @@ class WoodpeckerConfig(_Provider, tag="woodpecker", frozen=True, kw_only=True):
         for key in self.labels:
             if not key or any(c.isspace() for c in key):
                 raise invalid("labels", f"keys must be non-empty without spaces (got {key!r})")
+        if self.ca_file:
+            _check_ca_file(self.ca_file, tls=self.tls)
         if not self.hostname:
             msgspec.structs.force_setattr(self, "hostname", socket.gethostname())
+
+
+def _check_ca_file(path: str, *, tls: bool) -> None:
+    """A ``ca_file`` needs TLS and must be a readable PEM file with a certificate."""
+    if not tls:
+        raise invalid("ca_file", "needs tls = true")
+    try:
+        with Path(path).open("rb") as f:
+            head = f.read(1 << 20)
+    except OSError as error:
+        raise invalid("ca_file", f"cannot read {path}: {error.strerror or error}") from None
+    if b"-----BEGIN CERTIFICATE-----" not in head:
+        raise invalid("ca_file", f"{path} holds no PEM certificate")
 
 
 class MemoryConfig(_Provider, tag="memory", frozen=True, kw_only=True):

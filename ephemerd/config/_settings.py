@@ -113,8 +113,9 @@ class RunnerConfig(Section, frozen=True, kw_only=True):
 
     @property
     def resource_limits(self) -> ResourceLimits:
-        """The cgroup limits every job's sandbox gets."""
-        return ResourceLimits(memory_bytes=self.memory, cpus=self.cpus, pids=self.pids)
+        """The cgroup limits every job's sandbox gets (plain ints: the OCI spec is JSON)."""
+        memory = int(self.memory) if self.memory is not None else None
+        return ResourceLimits(memory_bytes=memory, cpus=self.cpus, pids=self.pids)
 
 
 class WebhookConfig(Section, frozen=True, kw_only=True):

@@ -111,8 +111,9 @@ def _finish(core: Core, record: JobRecord) -> None:
     core.observer.job_finished(record.key.instance, result, duration=duration)
     if record.bound_job not in (None, record.key) and not record.observed_started:
         # Our runner ran another job; this one still waits on the forge: its next
-        # queued event may dispatch it again.
+        # queued event may dispatch it again, and until then it keeps a spare.
         record.readmit = True
+        core.table.stranded.add(record.key)
     if record.readmit:
         core.admission.unstamp(record.key)
     core.retire(record)

@@ -105,6 +105,9 @@ class JobTable:
         self._runners: dict[tuple[str, str], JobRecord] = {}
         self._bound: dict[JobKey, JobRecord] = {}  # job -> our record whose runner runs it
         self.maybe_spares: set[JobRecord] = set()  # runners whose job another runner took
+        # unstarted jobs whose own runner ran another job: still queued on the forge, so
+        # demand that keeps a spare runner (until the job is seen started or admitted again)
+        self.stranded: set[JobKey] = set()
 
     def __len__(self) -> int:
         return len(self._live)

@@ -68,6 +68,7 @@ def _queued(core: Core, event: JobEvent, spawn: Callable[[JobRecord], None]) -> 
     provider = core.providers[event.instance]
     record = JobRecord(event, kind=provider.kind, queued_at=core.wall_clock(), now=now)
     core.admission.stamp(key, now)
+    core.table.stranded.discard(key)
     core.counters.jobs_admitted += 1
     core.add(record)
     core.slots.enqueue(record)
@@ -77,6 +78,7 @@ def _queued(core: Core, event: JobEvent, spawn: Callable[[JobRecord], None]) -> 
 
 def _observe_started(core: Core, event: JobEvent) -> JobRecord | None:
     """Mark the job picked up; a job still waiting for a slot or a retry is dropped."""
+    core.table.stranded.discard(event.key)
     record = core.table.live(event.key)
     if record is None:
         return None

@@ -35,7 +35,7 @@ def retire_spares(core: Core, instance: str) -> int:
     live = list(core.table.live_records(instance))
     demand = sum(
         1 for r in live if not r.observed_started and not (r.runner_up and r.bound_job is None)
-    )
+    ) + sum(1 for key in core.table.stranded if key.instance == instance)
     spares.sort(key=lambda r: r.runner_up_at, reverse=True)
     retired = 0
     for record in spares[demand:]:

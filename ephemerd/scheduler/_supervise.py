@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import trio
 
+from ephemerd._errors import EphemerdError
 from ephemerd._retry import Backoff, RetryPolicy
 from ephemerd.capabilities import (
     JobEvent,
@@ -85,7 +86,9 @@ async def supervise_poll(
                 error = "poll returned"
             except Exception as exc:  # any crash: the daemon lives on
                 error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                log.warning("%s: poll failed: %s", name, error, exc_info=exc)
+                # A known failure is one line; only an unexpected crash gets its traceback.
+                trace = None if isinstance(exc, EphemerdError) else exc
+                log.warning("%s: poll failed: %s", name, error, exc_info=trace)
             if trio.current_time() - began >= _HEALTHY_RUN:
                 backoff.reset()
             delay = backoff.next_delay(trio.current_time()) or policy.schedule[-1]

@@ -39,17 +39,22 @@ GATEWAY = str(next(ipaddress.ip_network(DEFAULT_SUBNET).hosts()))
 
 
 async def build_standin_image(data_dir: Path, address: str) -> None:
-    """Busybox, the host's Python and the stand-in, with the shims first on PATH."""
+    """Build the stand-in image in the containerd at *address*."""
     async with open_containerd(data_dir=data_dir, address=address) as client:
-        paths = await trio.to_thread.run_sync(host_python_paths)
-        await build_host_image(
-            ImageStore(client),
-            STANDIN_IMAGE,
-            extra_paths=[*paths, RUNNER_DIR],
-            exclude=("__pycache__", "test", "tests", "idlelib", "tkinter", "ensurepip"),
-            work_dir=data_dir / "tmp",
-            env=[f"PATH={RUNNER_DIR}:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"],
-        )
+        await build_standin_image_into(ImageStore(client), work_dir=data_dir / "tmp")
+
+
+async def build_standin_image_into(images: ImageStore, *, work_dir: Path) -> None:
+    """Busybox, the host's Python and the stand-in, with the shims first on PATH."""
+    paths = await trio.to_thread.run_sync(host_python_paths)
+    await build_host_image(
+        images,
+        STANDIN_IMAGE,
+        extra_paths=[*paths, RUNNER_DIR],
+        exclude=("__pycache__", "test", "tests", "idlelib", "tkinter", "ensurepip"),
+        work_dir=work_dir,
+        env=[f"PATH={RUNNER_DIR}:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"],
+    )
 
 
 async def sandboxes_left(data_dir: Path, address: str) -> list[str]:
@@ -87,7 +92,7 @@ allow = ["127.0.0.1:{port}"]
 
 [runner]
 max_concurrent = {max_concurrent}
-shutdown_timeout = "20s"
+shutdown_timeout = "3s"
 teardown_timeout = "20s"
 
 [[{kind}]]
@@ -167,4 +172,6 @@ async def start_daemon(nursery: trio.Nursery, data_dir: Path) -> Daemon:
 
 
 def unmount_files(data_dir: Path) -> None:
-    subprocess.run(["umount", "-l", str(data_dir / "run" / "files")], check=False, capture_output=True)
+    subprocess.run(
+        ["umount", "-l", str(data_dir / "run" / "files")], check=False, capture_output=True
+    )

@@ -168,18 +168,20 @@ class DaemonProcess:
                 raise AssertionError(f"daemon exited before logging {text!r}:\n{self.log()}")
             await self._changed.wait()
 
-    async def stop(self, timeout: float = 60.0) -> int:
-        """SIGTERM (a drain), then SIGKILL after *timeout*; return the exit code."""
+    async def stop(self, *, grace: float = 60.0) -> int:
+        """SIGTERM (a drain), then SIGKILL after *grace* seconds; return the exit code."""
         if self.process.returncode is None:
             self.process.send_signal(signal.SIGTERM)
-        with trio.move_on_after(timeout):
+        with trio.move_on_after(grace):
             return await self.process.wait()
         self.process.kill()
         return await self.process.wait()
 
 
 @asynccontextmanager
-async def open_daemon(data_dir: Path, *, ready_timeout: float = 60.0) -> AsyncGenerator[DaemonProcess]:
+async def open_daemon(
+    data_dir: Path, *, ready_timeout: float = 60.0
+) -> AsyncGenerator[DaemonProcess]:
     """``ephemerd serve`` on *data_dir* (with its ``config.toml``) for the block.
 
     Cancellation: the daemon is always stopped (drained, then killed), shielded.
@@ -203,9 +205,7 @@ async def open_daemon(data_dir: Path, *, ready_timeout: float = 60.0) -> AsyncGe
                 await daemon.stop()
 
 
-async def containerd_leftovers(
-    data_dir: Path, *, running: bool
-) -> tuple[list[str], list[str]]:
+async def containerd_leftovers(data_dir: Path, *, running: bool) -> tuple[list[str], list[str]]:
     """Containers and tasks in the ephemerd namespace of *data_dir*'s embedded containerd.
 
     *running*: connect to the daemon's running containerd; otherwise start it, look, stop it.
@@ -216,8 +216,6 @@ async def containerd_leftovers(
 
 
 async def _list(client: ContainerdClient) -> tuple[list[str], list[str]]:
-    containers = await client.call(
-        client.containers.list, containers_v1.ListContainersRequest()
-    )
+    containers = await client.call(client.containers.list, containers_v1.ListContainersRequest())
     tasks = await client.call(client.tasks.list, tasks_v1.ListTasksRequest())
     return sorted(c.id for c in containers.containers), sorted(t.id for t in tasks.tasks)

@@ -7,6 +7,10 @@ runners on the fake, and starts each one in a containerd sandbox from the stand-
 allow-listed gateway port), takes whichever queued job the fake hands it (fungibility:
 often not the one it was registered for), completes it and exits; the fake delivers
 in_progress and completed webhooks naming the runner, as GitHub does.
+
+The daemon uses the default job network (bridge ``ephemerd0``, nft table ``inet
+ephemerd``, 10.88.0.0/16), which is one per host: another ephemerd daemon running at the
+same time on this host replaces its bridge and firewall rules and breaks this test.
 """
 
 from __future__ import annotations
@@ -121,8 +125,10 @@ async def test_twenty_jobs_each_run_once_in_their_own_sandbox_and_nothing_is_lef
                     ]
                     jobs = [job for run in runs for job in run.jobs]
                     await gh.app.wait_until(
-                        lambda: all(j.status == "completed" for j in jobs)
-                        and not gh.world.live_runners()
+                        lambda: (
+                            all(j.status == "completed" for j in jobs)
+                            and not gh.world.live_runners()
+                        )
                     )
                     views = await _wait_all_finished(daemon, len(jobs))
                     listed = await _ephemerd_jobs(data_dir)
@@ -154,6 +160,11 @@ async def test_twenty_jobs_each_run_once_in_their_own_sandbox_and_nothing_is_lef
         assert gh.world.live_runners() == []
         assert len(gh.world.runners) >= len(jobs)
         assert daemon.process.returncode == 0, daemon.log()
+        swapped = sum(1 for line in daemon.lines if "picked up a different job" in line)
+        print(
+            f"{len(jobs)} jobs, {len(gh.world.runners)} runners registered, {swapped} ran a "
+            f"job other than their own, {len(torn)} torn down on the completed event"
+        )
 
     # after the daemon stopped: containerd (started again) holds nothing of ours
     assert await containerd_leftovers(data_dir, running=False) == ([], [])

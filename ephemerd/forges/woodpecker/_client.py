@@ -5,8 +5,9 @@ Every call but ``Auth`` carries ``token`` (the access token), ``hostname`` and
 the call; the token is also refreshed on a timer (it lives one hour). grpclib errors
 become ephemerd errors here: UNAVAILABLE, timeouts and dropped connections are
 ``ForgeUnavailable`` (retried by ``call_retrying``), a refused credential is
-``ForgeAuthError``. The agent id is kept in a file so a restart does not create another
-agent record on the server.
+``ForgeAuthError``, an untrusted TLS certificate a plain ``ForgeError`` (not retried
+here). The agent id is kept in a file so a restart does not create another agent record
+on the server.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import trio
 
 from ephemerd._aio import run_aio
 from ephemerd._errors import (
+    ConfigError,
     ForgeAuthError,
     ForgeError,
     ForgeNotFound,
@@ -71,6 +73,13 @@ def translate(error: BaseException, what: str) -> ForgeError:
         if status in (grpclib.const.Status.FAILED_PRECONDITION, grpclib.const.Status.UNIMPLEMENTED):
             return ForgeProtocolError(message)
         return ForgeError(message)
+    if isinstance(error, ssl.SSLCertVerificationError):
+        # Not transient: retrying at once cannot help; the poll restarts with backoff.
+        reason = error.verify_message or error.reason or "verify failed"
+        return ForgeError(
+            f"woodpecker {what}: the server's TLS certificate is not trusted ({reason}); "
+            "set ca_file to the CA that signed it"
+        )
     detail = str(error) or type(error).__name__
     return ForgeUnavailable(f"woodpecker {what}: server unreachable ({detail})")
 
@@ -99,11 +108,30 @@ def save_agent_id(path: Path, agent_id: int) -> bool:
     return True
 
 
-async def _make_channel(host: str, port: int, use_tls: bool) -> grpclib.client.Channel:
+def _tls_context(options: WoodpeckerOptions) -> ssl.SSLContext | None:
+    """The client TLS context: the system's CAs, or only those of ``ca_file``.
+
+    Raises:
+        ConfigError: ``ca_file`` cannot be read or holds no certificate.
+    """
+    if not options.tls:
+        return None
+    cafile = options.ca_file
+    try:
+        context = ssl.create_default_context(cafile=str(cafile) if cafile else None)
+    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+        detail = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or exc
+        raise ConfigError(
+            f"woodpecker instance {options.name!r}: cannot load ca_file {cafile}: {detail}"
+        ) from None
+    context.set_alpn_protocols(["h2"])
+    return context
+
+
+async def _make_channel(
+    host: str, port: int, context: ssl.SSLContext | None
+) -> grpclib.client.Channel:
     # Must run inside the asyncio loop: grpclib binds the running loop.
-    context = ssl.create_default_context() if use_tls else None
-    if context is not None:
-        context.set_alpn_protocols(["h2"])
     return grpclib.client.Channel(host, port, ssl=context)
 
 
@@ -128,8 +156,13 @@ class AgentClient:
 
     @classmethod
     async def connect(cls, options: WoodpeckerOptions) -> AgentClient:
-        """A client for *options*' server; no I/O happens until the first call."""
-        channel = await run_aio(_make_channel, options.host, options.port, options.tls)
+        """A client for *options*' server; no I/O happens until the first call.
+
+        Raises:
+            ConfigError: the TLS ``ca_file`` cannot be loaded.
+        """
+        context = _tls_context(options)
+        channel = await run_aio(_make_channel, options.host, options.port, context)
         return cls(channel, options)
 
     async def aclose(self) -> None:
@@ -191,8 +224,8 @@ class AgentClient:
             translated = translate(error, "Auth")
             if isinstance(error, grpclib.exceptions.GRPCError) and not translated.retryable:
                 raise ForgeAuthError(f"{translated} (check the agent secret or token)") from None
-            if isinstance(translated, ForgeUnavailable):
-                raise translated from None
+            if not isinstance(error, grpclib.exceptions.GRPCError):
+                raise translated from None  # unreachable, or an untrusted certificate
             raise ForgeAuthError(str(translated)) from None
         if reply.status != "ok" or not reply.access_token:
             raise ForgeAuthError(f"woodpecker Auth: refused (status {reply.status!r})")

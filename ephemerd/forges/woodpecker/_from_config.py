@@ -47,6 +47,7 @@ def options_from_config(
         state_dir=data_dir,
         max_concurrent=max_concurrent,
         tls=config.tls,
+        ca_file=Path(config.ca_file) if config.ca_file else None,
         labels=dict(config.labels),
         hostname=config.hostname,
         version=__version__,

@@ -37,6 +37,8 @@ class WoodpeckerOptions(msgspec.Struct, frozen=True, kw_only=True):
         max_concurrent: workflows this host runs at once; the agent's capacity and the
             most ``Next`` long polls (and unfinished workflows) at any time.
         tls: dial the server with TLS.
+        ca_file: a PEM file of CA certificates trusted for the server's TLS certificate
+            instead of the system's (a private CA); ``None`` trusts the system's.
         labels: agent labels sent in ``Next`` filters and at registration; they override
             the defaults (``hostname``, ``platform``, ``backend``, ``repo=*``).
         hostname: the agent's host name, sent as ``hostname`` metadata.
@@ -63,6 +65,7 @@ class WoodpeckerOptions(msgspec.Struct, frozen=True, kw_only=True):
     state_dir: Path
     max_concurrent: int = 1
     tls: bool = False
+    ca_file: Path | None = None
     labels: dict[str, str] = msgspec.field(default_factory=dict[str, str])
     hostname: str = ""
     platform: str = "linux/amd64"
@@ -106,7 +109,8 @@ class WoodpeckerOptions(msgspec.Struct, frozen=True, kw_only=True):
         """Check what a constructor cannot express.
 
         Raises:
-            ConfigError: a bad address, both or neither credentials, impossible numbers.
+            ConfigError: a bad address, both or neither credentials, a CA file without
+                TLS, impossible numbers.
         """
         where = f"woodpecker instance {self.name!r}"
         host, sep, port = self.server.rpartition(":")
@@ -114,6 +118,8 @@ class WoodpeckerOptions(msgspec.Struct, frozen=True, kw_only=True):
             raise ConfigError(f"{where}: server must be host:port (got {self.server!r})")
         if bool(self.agent_secret) == bool(self.agent_token):
             raise ConfigError(f"{where}: exactly one of agent_secret or agent_token is required")
+        if self.ca_file is not None and not self.tls:
+            raise ConfigError(f"{where}: ca_file needs tls = true")
         if self.max_concurrent < 1:
             raise ConfigError(f"{where}: max_concurrent must be at least 1")
         for key in ("health_interval", "extend_interval", "auth_refresh", "claim_timeout"):

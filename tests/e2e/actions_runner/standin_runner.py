@@ -7,9 +7,10 @@ protocol over Connect JSON, like the real runners: Declare, FetchSingleTask or F
 UpdateLog, UpdateTask with a result. A job whose payload mentions ``wait-for-cancel``
 keeps reporting progress until the forge answers RESULT_CANCELLED, then reports it.
 
-Before fetching it scans its environment, argv and every readable file for token-shaped
-strings (40 hex digits) and reports their SHA-256 digests to the fake forge
-(``/api/test/standin``), which compares them with the registration tokens it issued.
+It reports its start to the fake forge (``/api/test/standin``); once it has a task it
+scans its environment, argv and every readable file for token-shaped strings (40 hex
+digits) and reports their SHA-256 digests there too, to be compared with the
+registration tokens the forge issued.
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from typing import Any
 
+STARTED = time.time()
 SERVICE = "/api/actions/runner.v1.RunnerService/"
 TOKEN_SHAPE = re.compile(rb"[0-9a-f]{40}")
 SKIP_DIRS = ("/proc", "/sys", "/dev")
@@ -89,28 +92,46 @@ class Forge:
         self.url = url.rstrip("/")
         self.headers = {"x-runner-uuid": uuid, "x-runner-token": token}
 
-    def post(self, path: str, body: dict[str, object], **headers: str) -> tuple[int, dict[str, object]]:
+    def post(
+        self, path: str, body: dict[str, object], **headers: str
+    ) -> tuple[int, dict[str, Any]]:
         request = urllib.request.Request(
             self.url + path,
             data=json.dumps(body).encode(),
             headers={"Content-Type": "application/json", **self.headers, **headers},
             method="POST",
         )
-        try:
-            with urllib.request.urlopen(request, timeout=30) as reply:
-                return reply.status, json.loads(reply.read() or b"{}")
-        except urllib.error.HTTPError as error:
-            return error.code, json.loads(error.read() or b"{}")
+        for attempt in range(1, 6):
+            try:
+                with urllib.request.urlopen(request, timeout=30) as reply:
+                    return reply.status, json.loads(reply.read() or b"{}")
+            except urllib.error.HTTPError as error:
+                return error.code, json.loads(error.read() or b"{}")
+            except (urllib.error.URLError, OSError) as error:
+                # as the real runners do: a connection failure is retried, and logged
+                print(f"stand-in: {path} attempt {attempt}: {error}", file=sys.stderr)
+                time.sleep(0.5)
+        raise SystemExit(f"stand-in: {path}: the forge cannot be reached")
 
-    def rpc(self, method: str, body: dict[str, object], **headers: str) -> dict[str, object]:
+    def rpc(self, method: str, body: dict[str, object], **headers: str) -> dict[str, Any]:
         status, answer = self.post(SERVICE + method, body, **headers)
         if status != 200:
             raise SystemExit(f"stand-in: {method} answered {status}: {answer}")
         return answer
 
 
-def fetch(forge: Forge, handle: str | None) -> dict[str, object]:
-    """The task this runner is given; polls like ``fetch_interval`` until one comes."""
+def fetch_interval(argv: list[str]) -> float:
+    """The runner config's ``fetch_interval`` (seconds), as the real runners poll; 2 s."""
+    config = option(argv, "--config")
+    if config is None:
+        return 2.0
+    with open(config) as handle:
+        found = re.search(r"^\s+fetch_interval:\s*(\d+(?:\.\d+)?)s\s*$", handle.read(), re.M)
+    return float(found.group(1)) if found else 2.0
+
+
+def fetch(forge: Forge, handle: str | None, interval: float) -> dict[str, Any]:
+    """The task this runner is given; polls every *interval* until one comes."""
     deadline = time.monotonic() + 120
     version = 0
     while time.monotonic() < deadline:
@@ -119,38 +140,38 @@ def fetch(forge: Forge, handle: str | None) -> dict[str, object]:
             answer = forge.rpc("FetchSingleTask", body, **{"x-runner-request-key": "k1"})
         else:
             answer = forge.rpc("FetchTask", {"tasksVersion": version})
-        task = answer.get("task")
-        if isinstance(task, dict) and task.get("id"):
-            return task  # pyright: ignore[reportUnknownVariableType]
+        task: dict[str, Any] = answer.get("task") or {}
+        if task.get("id"):
+            return task
         version = int(str(answer.get("tasksVersion") or 0))
-        time.sleep(0.3)
+        time.sleep(interval)
     raise SystemExit("stand-in: no task within 120 s")
 
 
 def main() -> int:
     program, argv = sys.argv[1], sys.argv[2:]
-    started = time.time()
     url, uuid, token, labels = credentials(argv)
     forge = Forge(url, uuid, token)
-    digests, files = scan()
-    forge.post(
-        "/api/test/standin",
-        {"program": program, "argv": argv, "uuid": uuid, "digests": digests, "files": files},
-    )
+    start = {"event": "started", "program": program, "argv": argv, "uuid": uuid}
+    forge.post("/api/test/standin", {**start, "started": STARTED})
     status, _ = forge.post(SERVICE + "Declare", {"version": "stand-in", "labels": labels})
     if status not in (200, 404, 501):  # old Gitea has no Declare
         raise SystemExit(f"stand-in: Declare answered {status}")
-    task = fetch(forge, option(argv, "--handle"))
+    task = fetch(forge, option(argv, "--handle"), fetch_interval(argv))
     task_id = int(str(task["id"]))
+    digests, files = scan()  # while holding everything the sandbox was given
+    forge.post(
+        "/api/test/standin", {**start, "event": "scanned", "digests": digests, "files": files}
+    )
     payload = base64.b64decode(str(task.get("workflowPayload") or ""))  # bytes: base64 in JSON
-    rows = [{"content": f"stand-in {program} ran task {task_id} ({time.time() - started:.2f}s)"}]
+    rows = [{"content": f"stand-in {program} ran task {task_id} ({time.time() - STARTED:.2f}s)"}]
     forge.rpc("UpdateLog", {"taskId": task_id, "index": 0, "rows": rows, "noMore": True})
     result = "RESULT_SUCCESS"
     if b"wait-for-cancel" in payload:
         while True:
             answer = forge.rpc("UpdateTask", {"state": {"id": task_id}})
-            state = answer.get("state")
-            if isinstance(state, dict) and state.get("result") == "RESULT_CANCELLED":
+            state: dict[str, Any] = answer.get("state") or {}
+            if state.get("result") == "RESULT_CANCELLED":
                 result = "RESULT_CANCELLED"
                 break
             time.sleep(0.2)

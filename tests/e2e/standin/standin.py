@@ -56,5 +56,5 @@ if __name__ == "__main__":
     try:
         sys.exit(main())
     except (urllib.error.URLError, OSError) as error:  # removed, or the server went away
-        print(f"standin: {error}", file=sys.stderr)
+        print(f"standin: {error!r}", flush=True)
         sys.exit(1)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import secrets
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -119,6 +120,8 @@ class FakeTask:
     archived: bool = False
     outputs: dict[str, str] = field(default_factory=dict[str, str])
     updates: int = 0
+    fetched_at: float = field(default_factory=time.time)
+    """Wall-clock time the runner fetched it (for latency benchmarks)."""
 
 
 def _in_scope(scope: str, repo: str) -> bool:
@@ -240,6 +243,7 @@ class World:
     def pick(self, runner: FakeRunner, *, handle: str | None = None) -> FakeTask | None:
         """Assign the oldest fitting waiting job (or the one with *handle*) to *runner*."""
         self.picks += 1
+        self.touch()
         if runner.ephemeral and runner.task_id:
             return None  # one task per ephemeral runner
         for job in sorted(self.jobs.values(), key=lambda j: j.id):

@@ -9,6 +9,7 @@ open connection, so in-flight calls end as dropped streams.
 
 from __future__ import annotations
 
+import ssl
 import weakref
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -32,11 +33,14 @@ _Command = tuple[Callable[[], Awaitable[None]], trio.Event]
 
 
 class _Server(grpclib.server.Server):
-    def __init__(self, handlers: list[Any]) -> None:
+    def __init__(self, handlers: list[Any], on_connect: Callable[[], None]) -> None:
         super().__init__(handlers)
         self._protocols: weakref.WeakSet[H2Protocol] = weakref.WeakSet()
+        self._on_connect = on_connect
 
     def _protocol_factory(self) -> H2Protocol:
+        # Called per accepted connection, before any TLS handshake.
+        self._on_connect()
         protocol = super()._protocol_factory()
         self._protocols.add(protocol)
         return protocol
@@ -126,10 +130,13 @@ class FakeWoodpecker:
         commands: trio.MemorySendChannel[_Command],
         *,
         check_version: bool,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.state = state
+        self._ssl = ssl_context
         self._commands = commands
         self.port: int = 0
+        self.connections = 0  # accepted connections, TLS handshakes included
         self._handlers = _Handlers(state, check_version)
         self._server: _Server | None = None
 
@@ -158,14 +165,17 @@ class FakeWoodpecker:
 
     async def _start(self) -> None:
         async def start() -> _Server:
-            server = _Server([self._handlers])
-            await server.start("127.0.0.1", self.port)
+            server = _Server([self._handlers], self._count_connection)
+            await server.start("127.0.0.1", self.port, ssl=self._ssl)
             return server
 
         self._server = await run_aio(start)
         if not self.port:
             listener = cast(Any, self._server)._server  # grpclib keeps the asyncio server here
             self.port = int(listener.sockets[0].getsockname()[1])
+
+    def _count_connection(self) -> None:
+        self.connections += 1
 
     async def stop(self) -> None:
         """Take the server away: stop listening and cut every connection."""
@@ -200,14 +210,18 @@ class FakeWoodpecker:
 
 @asynccontextmanager
 async def open_fake_woodpecker(
-    *, agent_secret: str = "", lease: float = 60.0, check_version: bool = True
+    *,
+    agent_secret: str = "",
+    lease: float = 60.0,
+    check_version: bool = True,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> AsyncGenerator[FakeWoodpecker]:
-    """A fake Woodpecker server on 127.0.0.1 for the block's duration."""
+    """A fake Woodpecker server on 127.0.0.1 for the block's duration (TLS with *ssl_context*)."""
     state = WoodpeckerState(agent_secret=agent_secret, lease=lease)
     send, receive = trio.open_memory_channel[_Command](0)
     async with open_aio_loop(), trio.open_nursery() as nursery:
         state.bind(nursery)
-        fake = FakeWoodpecker(state, send, check_version=check_version)
+        fake = FakeWoodpecker(state, send, check_version=check_version, ssl_context=ssl_context)
         nursery.start_soon(fake.serve_commands, receive)
         await fake.start()
         try:
