@@ -64,6 +64,7 @@ def _ms(values: list[float]) -> dict[str, float]:
 
 async def _pickup(data_dir: Path, jobs: int) -> dict[str, object]:
     latencies: list[float] = []
+    to_claim: list[float] = []
     async with open_fake_github() as gh:
         gh.world.tokens.add(TOKEN)
         gh.world.add_repo(REPO)
@@ -81,13 +82,21 @@ async def _pickup(data_dir: Path, jobs: int) -> dict[str, object]:
                         job = run.jobs[0]
                         await gh.app.wait_until(lambda job=job: job.status == "completed")
                         started = gh.world.runner_starts[job.runner_name or ""]
-                        latencies.append(started - gh.delivered[(job.id, "queued")])
+                        delivered = gh.delivered[(job.id, "queued")]
+                        latencies.append(started - delivered)
+                        claims = [r.at for r in gh.requests if "generate-jitconfig" in r.path]
+                        to_claim.append(claims[-1] - delivered)
                     await gh.app.wait_until(lambda: not gh.world.live_runners())
             except trio.TooSlowError:
                 print(daemon.log(), file=sys.stderr)
                 raise
         failed = daemon.count("failed exit code") + daemon.count("crashed")
-    return {"jobs": jobs, "failed_jobs": failed, **_ms(latencies)}
+    return {
+        "jobs": jobs,
+        "failed_jobs": failed,
+        **_ms(latencies),
+        "delivery_to_jit_request_median_ms": round(statistics.median(to_claim) * 1000, 1),
+    }
 
 
 async def _poll(repos: int, cycles: int) -> dict[str, object]:

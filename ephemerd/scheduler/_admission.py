@@ -26,6 +26,9 @@ class Verdict(enum.Enum):
     CORDONED = "cordoned"  # not claiming; the next delivery after uncordon is admitted
 
 
+_LABEL_CACHE_SIZE = 4096
+
+
 class Admission:
     """The intake gates, with the dedup stamps they need.
 
@@ -49,14 +52,14 @@ class Admission:
             instance: self._accepted | frozenset(label_set_key(extra))
             for instance, extra in (instance_labels or {}).items()
         }
+        self._label_verdicts: dict[tuple[str, tuple[str, ...]], bool] = {}
         self.dedup_window = dedup_window
         self.cordoned = False
         self._stamps: dict[JobKey, float] = {}
 
     def check(self, key: JobKey, labels: tuple[str, ...], *, tracked: bool, now: float) -> Verdict:
         """Judge one queued event at Trio time *now*. No side effect."""
-        accepted = self._accepted_by_instance.get(key.instance, self._accepted)
-        if not all(label in accepted for label in label_set_key(labels)):
+        if not self._labels_ok(key.instance, labels):
             return Verdict.LABELS
         if tracked:
             return Verdict.TRACKED
@@ -66,6 +69,18 @@ class Admission:
         if self.cordoned:
             return Verdict.CORDONED
         return Verdict.ADMIT
+
+    def _labels_ok(self, instance: str, labels: tuple[str, ...]) -> bool:
+        # The same few label sets arrive again and again (every poll, every duplicate).
+        cache_key = (instance, labels)
+        ok = self._label_verdicts.get(cache_key)
+        if ok is None:
+            accepted = self._accepted_by_instance.get(instance, self._accepted)
+            ok = all(label in accepted for label in label_set_key(labels))
+            if len(self._label_verdicts) >= _LABEL_CACHE_SIZE:
+                self._label_verdicts.clear()
+            self._label_verdicts[cache_key] = ok
+        return ok
 
     def stamp(self, key: JobKey, now: float) -> None:
         """Remember *key* as handled at *now*."""

@@ -119,6 +119,7 @@ async def test_jobs_run_once_in_real_sandboxes(
     by_job = sorted(task.job_id for task in world.tasks.values())
     assert by_job == sorted(world.jobs)
     assert all(task.result for task in world.tasks.values())
+    assert all(task.log[0].startswith("stand-in ") for task in world.tasks.values())  # UpdateLog
     # no registration is left behind
     assert world.live_runners() == []
     # the stand-ins ran and scanned; none saw a registration token, each saw its own token

@@ -7,6 +7,7 @@ spare runner already registered is what can still run it, so it must not be reti
 from __future__ import annotations
 
 import trio
+import trio.testing
 
 from ephemerd.capabilities import JobEvent, JobState, PollConfig
 from ephemerd.testing import MemoryProvider
@@ -22,7 +23,9 @@ class WebhookOnlyProvider(MemoryProvider):
             await trio.sleep_forever()
 
 
-async def test_a_stranded_job_keeps_the_spare_that_can_still_run_it(env: Env, autojump_clock):
+async def test_a_stranded_job_keeps_the_spare_that_can_still_run_it(
+    env: Env, autojump_clock: trio.testing.MockClock
+) -> None:
     provider = WebhookOnlyProvider("gh", webhook_secret="s3cret")
     scheduler = env.scheduler([provider])
     async with env.running(scheduler):

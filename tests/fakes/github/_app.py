@@ -37,6 +37,7 @@ class Recorded:
     status: int
     headers: dict[str, str]
     body: bytes
+    at: float = 0.0  # Unix time the request arrived
 
 
 @dataclass
@@ -142,6 +143,7 @@ class FakeGitHubApp:
             body += message.get("body", b"")
             if not message.get("more_body"):
                 break
+        arrived = time.time()
         headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
         path: str = scope["path"]
         request = _Request(
@@ -159,7 +161,9 @@ class FakeGitHubApp:
             response = self._handle(request)
         public = {k: v for k, v in headers.items() if k != "authorization"}
         self.requests.append(
-            Recorded(request.method, request.path, request.query, response.status, public, body)
+            Recorded(
+                request.method, request.path, request.query, response.status, public, body, arrived
+            )
         )
         self._changed.set()
         self._changed = trio.Event()
