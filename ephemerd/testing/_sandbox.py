@@ -145,6 +145,9 @@ class MemorySandboxHandle:
         self._check()
         if not self.started:
             raise SandboxError(f"sandbox {self.name} is not started")
+        if self._exit is not None:  # an instant script: no timer to arm
+            await trio.lowlevel.checkpoint()
+            return self._exit
         with trio.move_on_at(self._ends_at):
             await self._done.wait()
         self._end(self._planned)

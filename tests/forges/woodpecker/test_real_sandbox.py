@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import AsyncGenerator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -35,16 +35,19 @@ pytestmark = needs_containerd
 
 @asynccontextmanager
 async def running(
-    tmp_path: Path, sandbox: ContainerdSandbox
+    tmp_path: Path, sandbox: ContainerdSandbox, server: FakeWoodpecker | None = None
 ) -> AsyncGenerator[tuple[Scheduler, FakeWoodpecker]]:
     # The fake is opened here, not as a fixture: pytest-trio fixtures share one context and
     # tear down side by side, and each asyncio bridge must close in the order it opened.
     journal = Journal(tmp_path / "journal.sqlite")
     try:
-        async with (
-            open_fake_woodpecker(agent_secret=SECRET) as fake,
-            open_woodpecker_provider(options(fake, tmp_path / "state")) as provider,
-        ):
+        async with AsyncExitStack() as stack:
+            fake = server or await stack.enter_async_context(
+                open_fake_woodpecker(agent_secret=SECRET)
+            )
+            provider = await stack.enter_async_context(
+                open_woodpecker_provider(options(fake, tmp_path / "state"))
+            )
             scheduler = Scheduler(
                 providers=[provider],
                 sandbox=sandbox,
@@ -141,3 +144,35 @@ async def test_a_cancel_from_the_server_kills_the_step(
         assert scheduler.job(JobKey("wp", "83")).state is JobState.CANCELLED
     assert done.canceled
     assert await backend.list_own() == []
+
+
+async def test_the_server_going_away_mid_step_loses_no_result(
+    tmp_path: Path, backend: ContainerdSandbox
+) -> None:
+    async with running(tmp_path, backend) as (scheduler, fake):
+        state = fake.state
+        state.enqueue("84", payload(sh_step("slow", ["sleep 1", "echo survived"])))
+        await state.wait_step_started("uuid-slow")
+        await fake.stop()
+        await trio.sleep(0.5)  # the outage: the step keeps running in its sandbox
+        await fake.start()
+        done = await state.wait_done("84")
+        await scheduler.wait_job_finished(JobKey("wp", "84"))
+        assert scheduler.job(JobKey("wp", "84")).state is JobState.SUCCEEDED
+    assert done.error == "" and not done.canceled
+    assert "survived" in [e.data.decode() for e in state.step_logs("uuid-slow")]
+
+
+async def test_a_restart_reuses_the_agent_id_and_runs_again(
+    tmp_path: Path, backend: ContainerdSandbox
+) -> None:
+    async with open_fake_woodpecker(agent_secret=SECRET) as fake:
+        for run, workflow in enumerate(("85", "86")):
+            async with running(tmp_path, backend, server=fake) as (scheduler, _):
+                fake.state.enqueue(workflow, payload(sh_step(f"s{run}", [f"echo run {run}"])))
+                done = await fake.state.wait_done(workflow)
+                await scheduler.wait_job_finished(JobKey("wp", workflow))
+                assert done.error == ""
+                assert scheduler.job(JobKey("wp", workflow)).state is JobState.SUCCEEDED
+        # both runs registered as the one agent whose id the first run saved
+        assert len([a for a in fake.state.agents.values() if a.system]) == 1
