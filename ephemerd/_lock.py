@@ -14,7 +14,7 @@ from collections.abc import Generator
 from contextlib import contextmanager
 from pathlib import Path
 
-from ephemerd._errors import DaemonAlreadyRunning
+from ephemerd._errors import DaemonAlreadyRunning, EphemerdError
 
 __all__ = ["hold_data_dir"]
 
@@ -41,8 +41,9 @@ def hold_data_dir(data_dir: Path) -> Generator[None]:
 
 
 def _owner(data_dir: Path) -> str:
+    from ephemerd.control import read_pid_file
+
     try:
-        pid = int((data_dir / "ephemerd.pid").read_text().strip())
-    except (OSError, ValueError):
+        return f" (pid {read_pid_file(data_dir / 'ephemerd.pid')})"
+    except EphemerdError:
         return ""
-    return f" (pid {pid})"

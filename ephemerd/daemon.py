@@ -19,13 +19,14 @@ import logging
 import math
 import platform
 import signal
-from collections.abc import AsyncGenerator, Generator
-from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
+from collections.abc import AsyncGenerator
+from contextlib import AsyncExitStack, asynccontextmanager
 from functools import partial
 from pathlib import Path
 
 import trio
 
+from ephemerd import __version__
 from ephemerd._errors import ConfigError
 from ephemerd._lock import hold_data_dir
 from ephemerd.capabilities import PollConfig, Provider, SandboxBackend, Webhook
@@ -33,8 +34,7 @@ from ephemerd.config import Config, ForgejoConfig, GiteaConfig, ProviderConfig, 
 from ephemerd.control import (
     SOCKET_NAME,
     open_control_server,
-    remove_pid_file,
-    write_pid_file,
+    pid_file,
 )
 from ephemerd.metrics import Metrics
 from ephemerd.scheduler import HostLabels, Journal, Scheduler, SchedulerOptions
@@ -46,8 +46,15 @@ log = logging.getLogger("ephemerd.daemon")
 _LOG_PRUNE_INTERVAL = 3600.0
 
 
-def run_daemon(config_path: Path | None, data_dir: Path, log_format: str, log_level: str) -> int:
+def run_daemon(
+    config_path: Path | None,
+    data_dir: Path,
+    log_format: str | None = None,
+    log_level: str | None = None,
+) -> int:
     """Run ``ephemerd serve`` in the foreground until drained; return the exit code.
+
+    *log_format* and *log_level* override the config's ``[log]`` when given.
 
     Raises:
         ConfigError: the configuration is invalid or names no provider.
@@ -56,10 +63,7 @@ def run_daemon(config_path: Path | None, data_dir: Path, log_format: str, log_le
     from ephemerd._logging import setup_logging
 
     config = load_config(config_path, data_dir=data_dir)
-    setup_logging(
-        level=log_level if log_level != "info" else config.log.level,
-        fmt=log_format if log_format != "text" else config.log.format,
-    )
+    setup_logging(level=log_level or config.log.level, fmt=log_format or config.log.format)
     if not config.providers:
         raise ConfigError(
             "no providers configured: add a [github], [forgejo], [gitea], [gitlab] or "
@@ -95,9 +99,9 @@ async def serve(
                 await nursery.start(_run_scheduler, scheduler, nursery.cancel_scope)
                 socket_path = data_dir / SOCKET_NAME
                 async with open_control_server(scheduler, socket_path=socket_path):
-                    with _pid_file(data_dir / "ephemerd.pid"):
+                    with pid_file(data_dir / "ephemerd.pid"):
                         await _start_http(nursery, config, providers, scheduler, metrics)
-                        nursery.start_soon(_handle_signals, scheduler)
+                        nursery.start_soon(_handle_signals, scheduler, nursery)
                         log.info(
                             "ephemerd %s serving %d provider(s), max_concurrent=%d, socket %s",
                             _version(),
@@ -123,7 +127,7 @@ async def _run_scheduler(
         everything.cancel()
 
 
-async def _handle_signals(scheduler: Scheduler) -> None:
+async def _handle_signals(scheduler: Scheduler, nursery: trio.Nursery) -> None:
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         draining = False
         async for signum in signals:
@@ -131,7 +135,7 @@ async def _handle_signals(scheduler: Scheduler) -> None:
             if not draining:
                 draining = True
                 log.info("%s: draining; no new jobs are claimed (send it again to stop now)", name)
-                trio.lowlevel.spawn_system_task(scheduler.drain)
+                nursery.start_soon(scheduler.drain)
             else:
                 log.warning("%s again: cancelling running jobs now", name)
                 scheduler.stop_now()
@@ -209,12 +213,11 @@ def _poll_configs(config: Config) -> dict[str, PollConfig]:
 
 @asynccontextmanager
 async def _open_sandbox(config: Config) -> AsyncGenerator[SandboxBackend]:
-    log_dir = config.data_dir / config.sandbox.log_dir
     if config.sandbox.backend == "memory":
         from ephemerd.testing import MemorySandbox
 
         log.warning("sandbox backend 'memory': jobs do not really run (a test double)")
-        yield MemorySandbox(log_dir=log_dir)
+        yield MemorySandbox(log_dir=config.data_dir / config.sandbox.log_dir)
         return
     from ephemerd.sandbox import open_sandbox_stack
 
@@ -275,16 +278,5 @@ async def _open_provider(provider: ProviderConfig, config: Config) -> AsyncGener
             )
 
 
-@contextmanager
-def _pid_file(path: Path) -> Generator[None]:
-    write_pid_file(path)
-    try:
-        yield
-    finally:
-        remove_pid_file(path)
-
-
 def _version() -> str:
-    from ephemerd import __version__
-
     return f"{__version__} on {platform.machine()}"

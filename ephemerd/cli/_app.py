@@ -58,8 +58,13 @@ def _launcher(
 @app.command
 def serve(
     *,
-    log_format: Literal["text", "json"] = "text",
-    log_level: Literal["debug", "info", "warning", "error"] = "info",
+    log_format: Annotated[
+        Literal["text", "json"] | None, Parameter(help="Overrides [log] format (default text).")
+    ] = None,
+    log_level: Annotated[
+        Literal["debug", "info", "warning", "error"] | None,
+        Parameter(help="Overrides [log] level (default info)."),
+    ] = None,
     opts: Opts,
 ) -> int:
     """Run the daemon in the foreground (logs go to stderr)."""

@@ -77,15 +77,15 @@ async def _run(
 @asynccontextmanager
 async def _open_images(data_dir: Path, *, daemon_running: bool) -> AsyncGenerator[ImageStore]:
     from ephemerd.sandbox import (
-        EmbeddedContainerd,
         ImageStore,
+        embedded_socket,
         open_containerd,
         open_registry_client,
         parse_reference,
     )
 
     # A running daemon owns the embedded containerd: talk to it rather than start another.
-    address = str(EmbeddedContainerd(data_dir).socket) if daemon_running else None
+    address = str(embedded_socket(data_dir)) if daemon_running else None
     async with (
         open_containerd(data_dir=data_dir, address=address) as client,
         open_registry_client() as registry,

@@ -16,7 +16,7 @@ from ._backend import ContainerdSandbox, open_sandbox_backend
 from ._client import MANAGED_LABEL, NAMESPACE, ContainerdClient
 from ._content import BlobDescriptor, ContentSink
 from ._contentstore import ContentStore
-from ._embedded import EmbeddedContainerd, open_containerd
+from ._embedded import EmbeddedContainerd, embedded_socket, open_containerd
 from ._handle import ContainerdHandle
 from ._hostimage import HOST_IMAGE, build_host_image, host_python_paths
 from ._images import ImageInfo, ImageSource, ImageStore
@@ -62,6 +62,7 @@ __all__ = [
     "RegistryCredentials",
     "SandboxStack",
     "build_host_image",
+    "embedded_socket",
     "ensure_host_image",
     "host_python_paths",
     "import_archive",

@@ -45,6 +45,11 @@ _DISABLED_PLUGINS = (
 _SOCKET_MAX = 100  # sun_path is 108 bytes; keep a margin for the ".ttrpc" suffix
 
 
+def embedded_socket(data_dir: Path) -> Path:
+    """Where the embedded containerd of *data_dir* listens (for a second client of it)."""
+    return _socket_path(data_dir / "containerd")
+
+
 def _socket_path(base: Path) -> Path:
     """``base/containerd.sock``, or a short path under /run when *base* is too deep."""
     path = base / "containerd.sock"
