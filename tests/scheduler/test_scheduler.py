@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import trio
 
@@ -347,7 +349,9 @@ async def test_finished_jobs_are_capped(env: Env, provider: MemoryProvider, auto
     async with env.running(scheduler):
         submit_all(scheduler, events)
         for event in events:
-            await scheduler.wait_job_finished(event.key)
+            # an instant job may finish, and be pruned, before we get to wait for it
+            with contextlib.suppress(JobNotFound):
+                await scheduler.wait_job_finished(event.key)
         await trio.sleep(31)  # housekeeping
         assert len(scheduler.jobs()) == 3
 
