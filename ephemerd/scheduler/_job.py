@@ -237,14 +237,40 @@ async def _claim(core: Core, provider: Provider, record: JobRecord) -> Claim:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-async def _image(core: Core, provider: Provider, record: JobRecord, claim: Claim) -> str:
-    if claim.image:
-        return claim.image
-    try:
-        image = await provider.fetch_job_image(record.event)
-    except ForgeError as exc:
-        core.log_job(logging.WARNING, record, "cannot read the job's image: %s", exc)
-        image = None
+async def _claim_with_image(core: Core, provider: Provider, record: JobRecord) -> str:
+    """Claim a runner (into ``record.claim``) and return the image its sandbox runs.
+
+    The job's own image is read from the forge while the runner is being registered: both
+    need only the event, and one after the other they would put two forge round trips in
+    a row on every pickup. A claim that names its image makes the lookup moot.
+
+    Raises:
+        ForgeError: the claim's last refusal; a failed lookup only loses the job's image.
+    """
+    found: list[str | None] = []
+    refusal: ForgeError | None = None
+
+    async def look_up() -> None:
+        try:
+            found.append(await provider.fetch_job_image(record.event))
+        except ForgeError as exc:
+            core.log_job(logging.WARNING, record, "cannot read the job's image: %s", exc)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(look_up)
+        try:
+            # no checkpoint between the claim and ``record.claim``: teardown must see it
+            record.claim = await _claim(core, provider, record)
+        except ForgeError as exc:
+            refusal = exc
+            nursery.cancel_scope.cancel()
+        else:
+            if record.claim.image:
+                nursery.cancel_scope.cancel()
+    if refusal is not None:
+        raise refusal
+    assert record.claim is not None
+    image = record.claim.image or (found[0] if found else None)
     return image or provider.default_images.get("linux", "") or core.options.default_image
 
 
@@ -328,7 +354,7 @@ async def _claim_and_run(
     core.set_state(record, JobState.CLAIMING)
     claim_began = trio.current_time()
     try:
-        claim = await _claim(core, provider, record)
+        image = await _claim_with_image(core, provider, record)
     except ForgeError as exc:
         core.counters.claim_failures += 1
         if not exc.retryable:
@@ -336,10 +362,10 @@ async def _claim_and_run(
             return _Outcome(JobState.FAILED, f"claim refused: {exc}")
         core.log_job(logging.WARNING, record, "claim failed: %s", exc)
         return _Retry(exc, backoffs["claim"], "claim")
-    record.claim = claim
+    claim = record.claim
+    assert claim is not None
     backoffs["claim"].reset()
     core.set_state(record, JobState.STARTING)
-    image = await _image(core, provider, record, claim)
     if not image:
         return _Outcome(JobState.FAILED, "no image: neither the job, provider nor config names one")
     driver = core.drivers.get(record.key.instance)

@@ -309,3 +309,37 @@ async def test_cancel_while_stopping_waits_for_teardown_deadline(
     assert trio.current_time() == pytest.approx(40, abs=0.5)
     assert env.sandbox.sandboxes == {}
     assert [r.runner_name for r in env.journal.runners()] == [provider.claims[0].runner_name]
+
+
+class _SlowForge(MemoryProvider):
+    """Each forge call takes a round trip; records whether the two were ever in flight at once."""
+
+    def __init__(self) -> None:
+        super().__init__("gh")
+        self.in_flight = 0
+        self.overlapped = False
+
+    async def _round_trip(self) -> None:
+        self.in_flight += 1
+        self.overlapped |= self.in_flight > 1
+        await trio.sleep(0.1)
+        self.in_flight -= 1
+
+    async def claim_job(self, event, *, runner_name, labels):  # type: ignore[override]
+        await self._round_trip()
+        return await super().claim_job(event, runner_name=runner_name, labels=labels)
+
+    async def fetch_job_image(self, event):  # type: ignore[override]
+        await self._round_trip()
+        return await super().fetch_job_image(event)
+
+
+async def test_job_image_is_read_while_the_runner_registers(env: Env, autojump_clock):
+    provider = _SlowForge()
+    scheduler = env.scheduler([provider])
+    event = provider.queue_job("1", image="node:20")
+    async with env.running(scheduler):
+        scheduler.submit_nowait(event)
+        await scheduler.wait_job_finished(event.key)
+    assert provider.overlapped
+    assert env.sandbox.created[0].image == "node:20"
