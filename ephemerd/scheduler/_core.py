@@ -82,7 +82,9 @@ class Core:
             instance_labels=options.instance_labels,
         )
         self.counters = Counters()
-        self.slots = Slots(options.max_concurrent)
+        self.slots: Slots[JobRecord] = Slots(
+            options.max_concurrent, group=lambda record: record.key.instance
+        )
         self.hub = WatchHub(self.snapshot)
         self.draining = False
         self.jobs_nursery: trio.Nursery | None = None

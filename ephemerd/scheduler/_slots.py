@@ -1,26 +1,46 @@
-"""Concurrency slots handed out strictly in admission order.
+"""Concurrency slots: in admission order within a provider instance, in turn across them.
 
 ``trio.CapacityLimiter`` is FIFO by arrival at ``acquire``, but tasks spawned together
 reach their first checkpoint in a random order. Jobs here join the queue synchronously
-when admitted, so they are claimed in the order the forge reported them.
+when admitted, so each instance's jobs are claimed in the order its forge reported them.
+Across instances a freed slot goes to the next instance in turn, not to the oldest
+waiter: a burst of fifty jobs on one forge must not hold every slot while another
+forge's jobs wait behind it.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from typing import Generic, TypeVar
 
 import trio
 
 __all__ = ["Slots"]
 
+Owner = TypeVar("Owner", bound=Hashable)
 
-class Slots:
-    """*total* slots; owners queue with ``enqueue`` (sync) and wait with ``acquire``."""
 
-    def __init__(self, total: int) -> None:
+def _one_group(owner: object) -> Hashable:
+    del owner
+    return None
+
+
+class Slots(Generic[Owner]):
+    """*total* slots; owners queue with ``enqueue`` (sync) and wait with ``acquire``.
+
+    Args:
+        total: how many owners may hold a slot at once.
+        group: the queue an owner waits in; queues take turns at each free slot.
+    """
+
+    def __init__(self, total: int, *, group: Callable[[Owner], Hashable] = _one_group) -> None:
         self.total = total
-        self._holders: set[object] = set()
-        self._queue: OrderedDict[object, trio.Event] = OrderedDict()
+        self._group = group
+        self._holders: set[Owner] = set()
+        # group -> its waiters in arrival order; the first group is the next to be served
+        self._queues: OrderedDict[Hashable, OrderedDict[Owner, trio.Event]] = OrderedDict()
+        self._queued: dict[Owner, Hashable] = {}
 
     @property
     def borrowed(self) -> int:
@@ -28,41 +48,60 @@ class Slots:
 
     @property
     def waiting(self) -> int:
-        return len(self._queue)
+        return len(self._queued)
 
-    def enqueue(self, owner: object) -> None:
+    def enqueue(self, owner: Owner) -> None:
         """Take a slot now if one is free and nobody waits; otherwise join the queue."""
-        if owner in self._holders or owner in self._queue:
+        if owner in self._holders or owner in self._queued:
             return
-        self._queue[owner] = trio.Event()
+        group = self._group(owner)
+        self._queues.setdefault(group, OrderedDict())[owner] = trio.Event()
+        self._queued[owner] = group
         self._grant()
 
-    async def acquire(self, owner: object) -> None:
+    async def acquire(self, owner: Owner) -> None:
         """Wait until *owner* holds a slot (joining the queue if it has not yet).
 
         Cancellation: leaves the queue, or gives back a slot granted meanwhile.
         """
         self.enqueue(owner)
-        granted = self._queue.get(owner)
-        if granted is None:
+        group = self._queued.get(owner)
+        if owner not in self._queued:
             await trio.lowlevel.checkpoint()
             return
+        granted = self._queues[group][owner]
         try:
             await granted.wait()
         except BaseException:
-            if self._queue.pop(owner, None) is None:
+            if not self._leave_queue(owner):
                 self.release(owner)
             raise
 
-    def release(self, owner: object) -> None:
+    def release(self, owner: Owner) -> None:
         """Give back *owner*'s slot (or its place in the queue)."""
-        self._queue.pop(owner, None)
+        self._leave_queue(owner)
         if owner in self._holders:
             self._holders.discard(owner)
             self._grant()
 
+    def _leave_queue(self, owner: Owner) -> bool:
+        if owner not in self._queued:
+            return False
+        group = self._queued.pop(owner)
+        queue = self._queues[group]
+        del queue[owner]
+        if not queue:
+            del self._queues[group]
+        return True
+
     def _grant(self) -> None:
-        while self._queue and len(self._holders) < self.total:
-            owner, event = self._queue.popitem(last=False)
+        while self._queues and len(self._holders) < self.total:
+            group, queue = next(iter(self._queues.items()))
+            owner, event = queue.popitem(last=False)
+            del self._queued[owner]
+            if queue:
+                self._queues.move_to_end(group)
+            else:
+                del self._queues[group]
             self._holders.add(owner)
             event.set()

@@ -35,3 +35,31 @@ async def test_cancelled_waiter_leaves_queue(autojump_clock):
     slots.release("a")
     await slots.acquire("c")
     assert slots.borrowed == 1
+
+
+async def test_instances_take_turns(autojump_clock):
+    """A burst on one forge does not starve another: freed slots alternate between them."""
+    slots: Slots[tuple[str, int]] = Slots(2, group=lambda owner: owner[0])
+    burst = [("github", n) for n in range(6)]
+    late = [("forgejo", n) for n in range(2)]
+    for owner in [*burst, *late]:
+        slots.enqueue(owner)
+    rounds: dict[float, set[tuple[str, int]]] = {}
+
+    async def job(owner: tuple[str, int]) -> None:
+        await slots.acquire(owner)
+        rounds.setdefault(trio.current_time(), set()).add(owner)
+        await trio.sleep(1)
+        slots.release(owner)
+
+    start = trio.current_time()
+    async with trio.open_nursery() as nursery:
+        for owner in [*burst, *late]:
+            nursery.start_soon(job, owner)
+    # first come took the free slots; then each freed pair of slots is shared
+    assert [rounds[start + n] for n in range(4)] == [
+        {("github", 0), ("github", 1)},
+        {("github", 2), ("forgejo", 0)},
+        {("github", 3), ("forgejo", 1)},
+        {("github", 4), ("github", 5)},
+    ]
