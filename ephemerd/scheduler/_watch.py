@@ -70,11 +70,14 @@ class WatchHub:
                             return
 
         try:
-            async with trio.open_nursery() as nursery, receive:
-                nursery.start_soon(pump)
-                try:
-                    yield receive
-                finally:
-                    nursery.cancel_scope.cancel()
+            # ``receive`` is closed synchronously: its ``aclose`` would checkpoint inside the
+            # cancelled nursery, and that Cancelled would swallow the body's own exception
+            async with trio.open_nursery() as nursery:
+                with receive:
+                    nursery.start_soon(pump)
+                    try:
+                        yield receive
+                    finally:
+                        nursery.cancel_scope.cancel()
         finally:
             self._watchers.discard(watcher)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import pytest
 import trio
 
 from ephemerd.capabilities import JobChange, JobKey, JobState, JobView
@@ -32,3 +33,12 @@ async def test_empty_snapshot_is_still_sent(autojump_clock):
     hub = WatchHub(list)
     async with hub.watch() as changes:
         assert await changes.receive() == []
+
+
+async def test_an_error_in_the_watchers_block_is_not_swallowed():
+    hub = WatchHub(list)
+    with pytest.RaisesGroup(KeyError):
+        async with hub.watch() as changes:
+            await changes.receive()
+            raise KeyError("the watcher's own error")
+    assert hub.watchers == 0
