@@ -133,20 +133,27 @@ class Poller:
         Raises:
             ForgeRateLimited: stop the cycle, GitHub asked us to wait.
             ForgeAuthError: the credentials are refused; polling on is pointless.
+            ForgeError: every repository failed: GitHub is down, and the caller backs off.
         """
         sent = 0
-        for repo in await self.repositories():
+        repos = await self.repositories()
+        failed: ForgeError | None = None
+        failures = 0
+        for repo in repos:
             try:
                 jobs = await self.jobs(repo)
             except (ForgeRateLimited, ForgeAuthError):
                 raise
             except ForgeError as exc:
                 log.warning("github %s: polling %s failed: %s", self._instance, repo, exc)
+                failed, failures = exc, failures + 1
                 continue
             for event in self._events(repo, jobs):
                 await events.send(event)
                 sent += 1
         self.cycles += 1
+        if failed is not None and failures == len(repos):
+            raise failed
         return sent
 
     async def run(self, events: trio.MemorySendChannel[JobEvent], *, interval: float) -> None:

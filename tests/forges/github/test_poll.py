@@ -233,3 +233,21 @@ async def test_permission_errors_end_the_poll_for_the_scheduler_to_report(
         with pytest.raises(ForgePermissionError):
             await provider.poll(PollConfig(interval=5), send)
     assert fake.count() == 1
+
+
+async def test_a_github_outage_backs_the_poll_off(fake: FakeGitHub, mock_clock: MockClock) -> None:
+    from tests.fakes.github import Failure
+
+    fake.world.add_run("acme/app", [("build", SH)])
+    fake.fail(Failure(502, b"bad gateway", path="/actions/runs", times=1_000_000))
+    send, _receive = trio.open_memory_channel[JobEvent](100)
+    async with provider_for(fake, poll_interval=5.0) as provider, trio.open_nursery() as nursery:
+        nursery.start_soon(provider.poll, PollConfig(interval=5, reconcile_only=False), send)
+        for _ in range(600):  # ten minutes of an outage, a second at a time
+            await wait_all_tasks_blocked()
+            mock_clock.jump(1)
+        await wait_all_tasks_blocked()
+        failing = fake.count(path="/actions/runs")
+        nursery.cancel_scope.cancel()
+    # polling every 5 s would be ~120 cycles; backing off 5, 10, 20... up to 300 s is ~7
+    assert failing <= 10, f"{failing} requests to a failing GitHub in ten minutes"
