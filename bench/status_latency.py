@@ -3,7 +3,8 @@
 Starts the test suite's fake daemon (a real control server on a unix socket), then runs
 `ephemerd status` and `python -c pass` alternately N times each, and prints JSON:
 median, minimum and p90 wall times in milliseconds, the median overhead over the floor,
-and the median CPU time (user + sys) of each, which other load on the host disturbs less.
+and the median CPU time (user + sys) of each and their difference, which other load on
+the host disturbs less. The daemon's own CPU time is not in either figure.
 
 Both commands run with a bytecode cache (in a temporary ``PYTHONPYCACHEPREFIX``), as an
 installed package has one, even where ``PYTHONDONTWRITEBYTECODE`` is set; without it,
@@ -103,8 +104,11 @@ def main() -> None:
                 "overhead_min_ms": round(min(status_ms) - min(floor_ms), 1),
                 "status_cpu_median_ms": round(statistics.median(status_cpu), 1),
                 "floor_cpu_median_ms": round(statistics.median(floor_cpu), 1),
+                "overhead_cpu_median_ms": round(
+                    statistics.median(status_cpu) - statistics.median(floor_cpu), 1
+                ),
                 "target_status_median_ms": 150,
-                "target_overhead_ms": 40,
+                "target_overhead_ms": 35,
             },
             indent=2,
         )

@@ -1,17 +1,21 @@
 """Plain-text and JSON renderings of the daemon's views, for the one-shot commands.
 
 Pure functions of their arguments (``now`` is passed in), so tests compare strings.
+``ephemerd status`` renders through here too, and it must start fast: nothing below
+imports msgspec or ``ephemerd.capabilities`` unless it is handed a Struct to convert.
 """
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Sequence
-from typing import cast
+from typing import TYPE_CHECKING, Protocol, cast
 
-import msgspec
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
-from ephemerd.capabilities import DaemonStatus, JobView
+    from ephemerd.capabilities import JobView
+    from ephemerd.control import StatusReply
 
 __all__ = [
     "format_age",
@@ -39,7 +43,16 @@ def format_age(seconds: float) -> str:
     return f"{secs}s"
 
 
-def state_words(status: DaemonStatus) -> str:
+class _Admission(Protocol):
+    """What ``state_words`` reads: a ``DaemonStatus`` or a ``StatusReply``."""
+
+    @property
+    def cordoned(self) -> bool: ...
+    @property
+    def draining(self) -> bool: ...
+
+
+def state_words(status: _Admission) -> str:
     """What the daemon does with new jobs, in the operator's words."""
     if status.draining:
         return "draining (no new jobs; exits when running jobs finish)"
@@ -48,7 +61,8 @@ def state_words(status: DaemonStatus) -> str:
     return "accepting jobs"
 
 
-def status_text(status: DaemonStatus, *, now: float | None = None) -> str:
+def status_text(status: StatusReply, *, now: float | None = None) -> str:
+    """The human ``ephemerd status``; ``StatusReply.of`` converts a ``DaemonStatus``."""
     now = time.time() if now is None else now
     lines = [
         f"ephemerd {status.version} (pid {status.pid}), up {format_age(now - status.started_at)}",
@@ -63,7 +77,7 @@ def status_text(status: DaemonStatus, *, now: float | None = None) -> str:
             hook = " webhook" if p.webhook else ""
             error = f"  ({p.last_error})" if p.last_error else ""
             lines.append(
-                f"  {p.instance:<{width}}  {p.kind:<10} {p.state.value}{hook},"
+                f"  {p.instance:<{width}}  {p.kind:<10} {p.state}{hook},"
                 f" {p.active_jobs} active{error}"
             )
     else:
@@ -127,8 +141,30 @@ def job_line(job: JobView, *, removed: bool = False) -> str:
 
 
 def to_json(value: object, **extra: object) -> str:
-    """Indented JSON with sorted keys; *extra* keys are added to a top-level object."""
-    data: object = msgspec.to_builtins(value)
+    """Indented JSON with sorted keys; *extra* keys are added to a top-level object.
+
+    *value* is JSON-ready builtins, msgspec Structs and enums, or containers of them;
+    msgspec is imported only to convert the latter. Non-finite floats become ``null``,
+    as msgspec writes them.
+    """
+    import json
+
+    data = _plain(value)
     if extra and isinstance(data, dict):
-        data = {**cast(dict[str, object], data), **extra}
-    return msgspec.json.format(msgspec.json.encode(data, order="sorted"), indent=2).decode()
+        data = {**cast("dict[str, object]", data), **{k: _plain(v) for k, v in extra.items()}}
+    return json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False)
+
+
+def _plain(value: object) -> object:
+    """*value* as JSON-ready builtins: dicts with string keys, lists, scalars."""
+    if value is None or isinstance(value, str | int):  # bool is an int
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(key): _plain(item) for key, item in cast("dict[object, object]", value).items()}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in cast("Sequence[object]", value)]
+    import msgspec
+
+    return _plain(msgspec.to_builtins(value))

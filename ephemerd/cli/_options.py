@@ -1,13 +1,17 @@
-"""Options every command shares, and where they lead (data dir, socket, PID file)."""
+"""Options every command shares, and where they lead (data dir, socket, PID file).
+
+``GlobalOptions`` is a NamedTuple rather than a msgspec Struct because ``ephemerd
+status`` builds one, and that command must not pay for importing msgspec.
+"""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, NamedTuple, TypeVar
 
-import msgspec
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
 
 __all__ = ["DEFAULT_DATA_DIR", "GlobalOptions", "resolve_data_dir", "run_trio"]
 
@@ -24,7 +28,7 @@ def resolve_data_dir(flag: Path | None, env: dict[str, str] | None = None) -> Pa
     return Path(value).expanduser() if value else DEFAULT_DATA_DIR
 
 
-class GlobalOptions(msgspec.Struct, frozen=True, kw_only=True):
+class GlobalOptions(NamedTuple):
     """What ``--data-dir`` and ``--config`` resolved to."""
 
     data_dir: Path

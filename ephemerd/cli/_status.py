@@ -1,4 +1,4 @@
-"""``ephemerd status``: kept free of trio and cyclopts, since it is polled by scripts."""
+"""``ephemerd status``: kept free of trio, cyclopts and msgspec, since scripts poll it."""
 
 from __future__ import annotations
 
@@ -11,12 +11,13 @@ __all__ = ["show_status"]
 
 
 def show_status(opts: GlobalOptions, *, as_json: bool) -> int:
-    from ephemerd.control._quick import fetch_status  # direct, so -X importtime lists it
+    from ephemerd.control import fetch_status  # lazy: imports the quick client alone
 
     current = fetch_status(opts.socket_path)
     now = time.time()
     if as_json:
-        print(to_json(current, uptime_seconds=round(now - current.started_at, 3)))
+        uptime = round(now - current.started_at, 3)
+        print(to_json(current.to_builtins(), uptime_seconds=uptime))
     else:
         print(status_text(current, now=now))
     return 0

@@ -331,21 +331,6 @@ async def test_ctrl_c_while_following_exits_130_quietly(daemon: Daemon) -> None:
         await daemon.target.wait_watchers(0)
 
 
-async def test_status_imports_neither_trio_nor_cyclopts(daemon: Daemon) -> None:
-    """The start-up budget of `ephemerd status`, checked by what it imports, not by a clock."""
-    result = await trio.run_process(
-        [CLI[0], "-X", "importtime", *CLI[1:], "--data-dir", str(daemon.data_dir), "status"],
-        capture_stdout=True,
-        capture_stderr=True,
-        cwd=ROOT,
-        env=cli_env(),
-    )
-    imported = {line.split("|")[-1].strip() for line in result.stderr.decode().splitlines()}
-    assert "ephemerd.control._quick" in imported
-    for heavy in ("trio", "trio_asyncio", "cyclopts", "rich.console", "grpclib", "betterproto"):
-        assert heavy not in imported, heavy
-
-
 async def test_serve_rejects_an_unknown_log_format(data_dir: Path) -> None:
     result = await trio.run_process(
         [*CLI, "--data-dir", str(data_dir), "serve", "--log-format", "xml"],

@@ -3,7 +3,8 @@
 ``fetch_status`` re-implements a slice of what grpclib, betterproto and ``_status_map``
 do, so each slice is checked against the original: the protobuf decoding by property,
 the status-code mapping for every code, the whole call against a real control server on
-a real unix socket, with the Trio client as the reference for what it should return.
+a real unix socket, with the Trio client as the reference for what it should return
+(its ``DaemonStatus`` converted with ``StatusReply.of``).
 """
 
 from __future__ import annotations
@@ -32,8 +33,8 @@ from ephemerd._errors import (
     SandboxError,
 )
 from ephemerd._proto.ephemerd import v1 as pb
-from ephemerd.capabilities import DaemonStatus
-from ephemerd.control import open_control_client, open_control_server
+from ephemerd.capabilities import DaemonStatus, ProviderState, ProviderView
+from ephemerd.control import ProviderReply, StatusReply, open_control_client, open_control_server
 from ephemerd.control._convert import status_from_pb
 from ephemerd.control._quick import error_for_status, fetch_status, status_from_bytes
 from ephemerd.control._status_map import error_from_grpc
@@ -73,7 +74,7 @@ _responses = st.builds(
 @given(_responses)
 def test_decoder_matches_betterproto(message: pb.StatusResponse) -> None:
     data = bytes(message)
-    assert status_from_bytes(data) == status_from_pb(pb.StatusResponse().parse(data))
+    assert status_from_bytes(data) == _reference(data)
 
 
 @given(_responses, _responses)
@@ -83,13 +84,23 @@ def test_later_fields_win_like_betterproto(
     # Two serialized messages back to back are one message: scalars from the second,
     # providers from both.
     data = bytes(first) + bytes(second)
-    assert status_from_bytes(data) == status_from_pb(pb.StatusResponse().parse(data))
+    assert status_from_bytes(data) == _reference(data)
 
 
 def test_unknown_fields_are_skipped() -> None:
     extra = bytes([(11 << 3) | 2, 3]) + b"abc" + bytes([(12 << 3) | 5]) + b"\0\0\0\0"
     data = bytes(pb.StatusResponse(pid=7, version="x")) + extra
-    assert status_from_bytes(data) == status_from_pb(pb.StatusResponse().parse(data))
+    assert status_from_bytes(data) == _reference(data)
+
+
+def _reference(data: bytes) -> StatusReply:
+    """What the grpclib/betterproto client makes of *data*, in the quick client's form."""
+    return StatusReply.of(status_from_pb(pb.StatusResponse().parse(data)))
+
+
+def test_reply_has_every_status_field() -> None:
+    assert StatusReply._fields == tuple(DaemonStatus.__struct_fields__)
+    assert ProviderReply._fields == tuple(ProviderView.__struct_fields__)
 
 
 @pytest.mark.parametrize("status", list(Status))
@@ -105,7 +116,7 @@ def test_status_codes_map_like_grpclib(status: Status, message: str) -> None:
 # -- against the real server -------------------------------------------------------------
 
 
-async def _quick(path: Path, *, call_timeout: float = 10.0) -> DaemonStatus:
+async def _quick(path: Path, *, call_timeout: float = 10.0) -> StatusReply:
     return await trio.to_thread.run_sync(lambda: fetch_status(path, call_timeout=call_timeout))
 
 
@@ -113,26 +124,25 @@ async def test_status_from_real_server(target: FakeTarget, sock: Path) -> None:
     target.add("github", "1")
     target.cordon()
     status = await _quick(sock)
-    assert status == target.status()
+    assert status == StatusReply.of(target.status())
     assert status.cordoned and status.active_jobs == 1
+    assert status.providers[1].state == "backing_off"
     async with open_control_client(sock) as client:
-        assert status == await client.status()
+        assert status == StatusReply.of(await client.status())
 
 
 async def test_many_providers_span_several_frames(target: FakeTarget, sock: Path) -> None:
-    from ephemerd.capabilities import ProviderState, ProviderView
-
     target.providers = tuple(
         ProviderView(instance=f"p{n}", kind="gitea", state=ProviderState.OK, last_error="e" * 300)
         for n in range(400)  # ~130 KB: past the frame size and the default window
     )
     status = await _quick(sock)
-    assert status == target.status()
+    assert status == StatusReply.of(target.status())
 
 
 async def test_repeated_calls_reuse_nothing(target: FakeTarget, sock: Path) -> None:
     for _ in range(3):
-        assert await _quick(sock) == target.status()
+        assert await _quick(sock) == StatusReply.of(target.status())
 
 
 class _FailingTarget(FakeTarget):
@@ -253,6 +263,10 @@ _HEAVY = (
     "hpack",
     "socket",
     "logging",
+    "msgspec",
+    "typing_extensions",
+    "inspect",
+    "ephemerd.capabilities",
 )
 
 
