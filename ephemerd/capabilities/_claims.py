@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
-__all__ = ["Claim", "ClaimFile"]
+__all__ = ["Claim", "ClaimFile", "ImageMount"]
 
 
 class ClaimFile(msgspec.Struct, frozen=True, kw_only=True):
@@ -24,6 +24,23 @@ class ClaimFile(msgspec.Struct, frozen=True, kw_only=True):
         return f"ClaimFile(path={self.path!r}, content=<{len(self.content)} bytes>)"
 
 
+class ImageMount(msgspec.Struct, frozen=True, kw_only=True):
+    """A directory of another image, mounted read-only into the sandbox.
+
+    It lets a job run in its own image while a tool (a forge's runner) comes from
+    another one, without copying the tool into the job image.
+
+    Attributes:
+        image: the image reference; pulled like the sandbox's own image.
+        source: absolute directory inside *image* ("/" = the whole image).
+        target: absolute path inside the sandbox where it appears, read-only.
+    """
+
+    image: str
+    target: str
+    source: str = "/"
+
+
 class Claim(msgspec.Struct, frozen=True, kw_only=True):
     """A job claimed on its forge: the runner identity and how to start it.
 
@@ -37,6 +54,8 @@ class Claim(msgspec.Struct, frozen=True, kw_only=True):
             the job itself (see ``DrivesJob``) and the sandbox just stays up.
         image: the image the runner needs, if the provider insists on one.
         workdir: working directory of the entrypoint.
+        image_mounts: directories of other images mounted read-only (the runner binary
+            when the job runs in its own ``container:`` image).
     """
 
     runner_id: str
@@ -47,3 +66,4 @@ class Claim(msgspec.Struct, frozen=True, kw_only=True):
     entrypoint: tuple[str, ...] = ()
     image: str = ""
     workdir: str = ""
+    image_mounts: tuple[ImageMount, ...] = ()

@@ -133,6 +133,7 @@ class _ActionsForge(_Provider, frozen=True, kw_only=True):
     repos: tuple[str, ...] = ()
     labels: tuple[str, ...] = ()
     runner_image: str = ""
+    runner_path: str = ""
     runner_url: str = ""
     poll_interval: Duration = Duration(10)
     webhook_secret: Secret | None = None
@@ -147,6 +148,12 @@ class _ActionsForge(_Provider, frozen=True, kw_only=True):
             )
         check_items("repos", self.repos)
         check_items("labels", self.labels)
+        if self.runner_path and (
+            not self.runner_path.startswith("/") or self.runner_path.endswith("/")
+        ):
+            raise invalid(
+                "runner_path", f"must be an absolute file path (got {self.runner_path!r})"
+            )
         if self.repos and not self.owner:
             raise invalid("owner", "required when repos is set")
         check_range("poll_interval", self.poll_interval, _MIN_POLL, _MAX_POLL)
@@ -162,6 +169,8 @@ class ForgejoConfig(_ActionsForge, tag="forgejo", frozen=True, kw_only=True):
         owner / repos: scope of the runners ("" = instance-wide, needs an admin token).
         labels: runner labels as ``name:docker://image``; empty = the provider's default.
         runner_image: image with ``forgejo-runner``; "" = the provider's default.
+        runner_path: ``forgejo-runner``'s path in ``runner_image``, mounted read-only into
+            jobs that name a ``container:`` image; "" = ``/bin/forgejo-runner``.
         runner_url: the forge's URL as runners in sandboxes reach it, when that differs
             from ``instance_url`` (a forge on host loopback is reached on the bridge
             gateway); "" = ``instance_url``.
@@ -176,7 +185,8 @@ class ForgejoConfig(_ActionsForge, tag="forgejo", frozen=True, kw_only=True):
 class GiteaConfig(_ActionsForge, tag="gitea", frozen=True, kw_only=True):
     """Gitea Actions: ephemerd registers an ephemeral ``act_runner`` per job.
 
-    Attributes: as ``ForgejoConfig``; ``runner_image`` holds ``act_runner``.
+    Attributes: as ``ForgejoConfig``; ``runner_image`` holds ``act_runner`` (``runner_path``
+    defaults to ``/usr/local/bin/act_runner``).
     """
 
     kind: ClassVar[Literal["gitea"]] = "gitea"

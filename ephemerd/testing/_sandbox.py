@@ -11,7 +11,8 @@ Each sandbox "runs" a tiny script given by its argv:
 - anything else, or a malformed number: exits 127 ("command not found").
 
 ``kill`` ends the sandbox as killed (exit 128 + signal). ``exec`` records its calls and
-runs the same script language (only ``exit N`` matters; ``sleep`` sleeps). Each sandbox
+runs the same script language (only ``exit N`` matters; ``sleep`` sleeps); an exec given
+``stdin`` (``sh -s`` and a script) runs the words of its stdin instead of its argv. Each sandbox
 writes ``<log_dir>/<name>.log``. Failures can be injected with ``fail_next_creates`` and
 ``fail_next_starts``. Nothing persists beyond the object.
 """
@@ -44,6 +45,7 @@ class ExecCall(msgspec.Struct, frozen=True, kw_only=True):
     argv: tuple[str, ...]
     env: dict[str, str] = msgspec.field(default_factory=dict[str, str])
     workdir: str | None = None
+    stdin: bytes | None = None
 
 
 def _script(argv: Sequence[str]) -> tuple[float, SandboxExit]:
@@ -85,6 +87,9 @@ class MemorySandboxHandle:
         # Lines stay in memory until someone asks for the file: thousands of instant
         # sandboxes a second must not cost a file each.
         self._pending_log: list[str] | None = [f"created {spec.name} image={spec.image}"]
+        self._pending_log += [
+            f"image mount {m.image}:{m.source} at {m.target} (read-only)" for m in spec.image_mounts
+        ]
         self.started = False
         self.destroyed = False
         self._exit: SandboxExit | None = None
@@ -167,16 +172,20 @@ class MemorySandboxHandle:
         env: Mapping[str, str] | None = None,
         workdir: str | None = None,
         output: OutputSink | None = None,
+        stdin: bytes | None = None,
     ) -> int:
         self._check()
         if not self.started or self._exit is not None:
             raise SandboxError(f"sandbox {self.name} is not running")
-        call = ExecCall(sandbox=self.name, argv=tuple(argv), env=dict(env or {}), workdir=workdir)
+        call = ExecCall(
+            sandbox=self.name, argv=tuple(argv), env=dict(env or {}), workdir=workdir, stdin=stdin
+        )
         self._backend.execs.append(call)
         self._log(f"exec: {' '.join(argv)}")
-        seconds, result = _script(argv)
+        words = argv if stdin is None else stdin.decode(errors="replace").split()
+        seconds, result = _script(words)
         if output is not None:
-            await output("stdout", (" ".join(argv) + "\n").encode())
+            await output("stdout", (" ".join(words) + "\n").encode())
         await trio.sleep(seconds)
         return result.exit_code if result.exit_code is not None else 1
 
@@ -202,7 +211,7 @@ class MemorySandbox:
 
     Attributes:
         sandboxes: the live sandboxes by name.
-        created: the spec of every sandbox ever created, in order.
+        created: the spec of every sandbox ever created, in order (with its image mounts).
         destroyed: the name of every sandbox destroyed, in order.
         execs: every ``exec`` call, in order.
         peak: the most sandboxes alive at once.

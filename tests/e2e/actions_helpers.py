@@ -35,6 +35,9 @@ from ephemerd.sandbox._runtime import SANDBOX_LABEL
 RUNNER_DIR = Path(__file__).parent / "actions_runner"
 """The stand-in runner and its ``forgejo-runner`` / ``act_runner`` shims."""
 STANDIN_IMAGE = "ephemerd.local/actions-standin:latest"
+JOB_IMAGE = "ephemerd.local/actions-job:latest"
+"""A job's own ``container:`` image: Python and a marker file, no runner in it."""
+JOB_IMAGE_MARKER = "/etc/ephemerd-job-image"
 GATEWAY = str(next(ipaddress.ip_network(DEFAULT_SUBNET).hosts()))
 
 
@@ -55,6 +58,20 @@ async def build_standin_image_into(images: ImageStore, *, work_dir: Path) -> Non
         work_dir=work_dir,
         env=[f"PATH={RUNNER_DIR}:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"],
     )
+
+
+async def build_job_image(data_dir: Path, address: str) -> None:
+    """Build ``JOB_IMAGE`` (without the stand-in) in the containerd at *address*."""
+    paths = await trio.to_thread.run_sync(host_python_paths)
+    async with open_containerd(data_dir=data_dir, address=address) as client:
+        await build_host_image(
+            ImageStore(client),
+            JOB_IMAGE,
+            extra_paths=paths,
+            exclude=("__pycache__", "test", "tests", "idlelib", "tkinter", "ensurepip"),
+            work_dir=data_dir / "tmp",
+            files={JOB_IMAGE_MARKER: b"the job's own image\n"},
+        )
 
 
 async def sandboxes_left(data_dir: Path, address: str) -> list[str]:
@@ -81,6 +98,7 @@ def write_config(
     api_token: str,
     containerd_address: str,
     max_concurrent: int = 4,
+    runner_path: str = "",
 ) -> Path:
     """A daemon config with one ``[kind]`` instance ``fj`` pointed at the fake on *port*."""
     path = data_dir / "config.toml"
@@ -107,6 +125,7 @@ labels = ["ubuntu-latest"]
 runner_image = "{STANDIN_IMAGE}"
 poll_interval = "1s"
 """
+        + (f'runner_path = "{runner_path}"\n' if runner_path else "")
     )
     return path
 

@@ -11,6 +11,9 @@ credentials the sandbox holds.
 Reachability (see ``actions_helpers``): the fake listens on 127.0.0.1; the config
 allow-lists that port, which sandboxes reach on the bridge gateway, and ``runner_url``
 hands the runner the gateway address.
+
+A job whose workflow names a ``container:`` image runs in that image (``JOB_IMAGE``, which
+holds no runner), with the stand-in's directory mounted read-only from the runner image.
 """
 
 from __future__ import annotations
@@ -30,6 +33,9 @@ from tests.sandbox.containerd_fixture import (  # noqa: F401  (fixtures)
 )
 
 from .actions_helpers import (
+    JOB_IMAGE,
+    RUNNER_DIR,
+    build_job_image,
     build_standin_image,
     sandboxes_left,
     start_daemon,
@@ -137,3 +143,86 @@ async def test_jobs_run_once_in_real_sandboxes(
     assert programs == {"forgejo-runner" if world.flavour.kind == "forgejo" else "act_runner"}
     handles = {"--handle" in report["argv"] for report in reports}  # type: ignore[operator]
     assert handles == {world.flavour.single_task}
+
+
+CONTAINER_WORKFLOW = f"""
+on: push
+jobs:
+  in-container:
+    runs-on: ubuntu-latest
+    container:
+      image: {JOB_IMAGE}
+  plain:
+    runs-on: ubuntu-latest
+"""
+COMMIT = "5eed" * 10
+
+
+@pytest.fixture(scope="module")
+def with_job_image(standin: Session) -> Session:
+    """The stand-in image and a job image without any runner in it (once per module)."""
+    trio.run(build_job_image, standin.data_dir, standin.address)
+    return standin
+
+
+@pytest.mark.parametrize("flavour", ["forgejo-15", "gitea-1.26"])
+async def test_job_runs_in_its_container_image_with_the_runner_mounted(
+    flavour: str, with_job_image: Session, tmp_path: Path
+) -> None:
+    session = with_job_image
+    async with open_fake_forge(flavour) as forge:
+        world = forge.world
+        kind = world.flavour.kind
+        program = "forgejo-runner" if kind == "forgejo" else "act_runner"
+        world.api_tokens.add(API_TOKEN)
+        write_config(
+            tmp_path,
+            kind=kind,
+            port=int(forge.url.rsplit(":", 1)[1]),
+            registration_token=world.add_registration_token("/repos/acme/app"),
+            api_token=API_TOKEN,
+            containerd_address=session.address,
+            runner_path=f"{RUNNER_DIR}/{program}",
+        )
+        world.add_file("acme/app", f".{kind}/workflows/ci.yml", CONTAINER_WORKFLOW, commit=COMMIT)
+        async with trio.open_nursery() as nursery:
+            daemon = await start_daemon(nursery, tmp_path)
+            try:
+                with trio.fail_after(60):
+                    inside, plain = (
+                        world.add_job(
+                            "acme/app", ["ubuntu-latest"], name=name, run_id=9, commit_sha=COMMIT
+                        )
+                        for name in ("in-container", "plain")
+                    )
+                    await world.wait_until(lambda: finished(inside) and finished(plain))
+                    await daemon.wait_until(
+                        lambda: len(TERMINAL.findall(daemon.log)) >= 2, "both terminal states"
+                    )
+            finally:
+                code = await daemon.stop()
+                unmount_files(tmp_path)
+                print(daemon.log)  # shown when the test fails
+            assert code == 0, daemon.log
+            assert "Traceback" not in daemon.log and " ERROR " not in daemon.log
+            assert await sandboxes_left(session.data_dir, session.address) == []
+            nursery.cancel_scope.cancel()
+    assert (inside.status, plain.status) == ("success", "success"), daemon.log
+    assert f"runs in its container image {JOB_IMAGE}" in daemon.log
+    started = {
+        world.tasks[world.runners[r.id].task_id].job_id: report
+        for report in world.standin_reports
+        if report["event"] == "started"
+        for r in world.runners.values()
+        if r.uuid == report["uuid"]
+    }
+    # the job's own image, the runner from the runner image, mounted read-only
+    assert started[inside.id]["job_image"] is True
+    assert started[inside.id]["runner_dir"] == "/ephemerd/runner"
+    assert started[inside.id]["runner_dir_writable"] is False
+    assert started[inside.id]["program"] == program
+    assert ("--handle" in started[inside.id]["argv"]) is world.flavour.single_task  # type: ignore[operator]
+    # a job without a container runs in the runner image, as before
+    assert started[plain.id]["job_image"] is False
+    assert started[plain.id]["runner_dir"] == str(RUNNER_DIR)
+    assert world.live_runners() == []

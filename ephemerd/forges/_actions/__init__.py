@@ -9,18 +9,21 @@ from ._codec import JSON_TYPE, PROTO_TYPE, CodecError, decode_message, encode_me
 from ._connect import RUNNER_SERVICE, ConnectClient, RunnerCredentials
 from ._from_config import describe_config, options_from_config
 from ._front import ActionsFront
+from ._images import JobImageFinder
 from ._models import ClaimModel, Discovery, choose_model, describe_claim_model, server_major
 from ._options import ActionsOptions, Flavour
 from ._pool import POOL_PREFIX, WarmPool
 from ._provider import ActionsProvider, open_actions_provider
-from ._rest import CreatedRunner, ForgejoJob, GiteaJob, RestClient, RunnerInfo
+from ._rest import ActionRun, CreatedRunner, ForgejoJob, GiteaJob, RestClient, RunnerInfo
 from ._runner import (
     CONFIG_PATH,
     RUNNER_DIR,
     RUNNER_FILE_PATH,
+    RUNNER_MOUNT,
     TOKEN_PATH,
     handle_argv,
     host_labels,
+    in_job_image,
     label_names,
     registered_files,
 )
@@ -32,8 +35,10 @@ __all__ = [
     "PROTO_TYPE",
     "RUNNER_DIR",
     "RUNNER_FILE_PATH",
+    "RUNNER_MOUNT",
     "RUNNER_SERVICE",
     "TOKEN_PATH",
+    "ActionRun",
     "ActionsFront",
     "ActionsOptions",
     "ActionsProvider",
@@ -45,6 +50,7 @@ __all__ = [
     "Flavour",
     "ForgejoJob",
     "GiteaJob",
+    "JobImageFinder",
     "RestClient",
     "RunnerCredentials",
     "RunnerInfo",
@@ -56,6 +62,7 @@ __all__ = [
     "encode_message",
     "handle_argv",
     "host_labels",
+    "in_job_image",
     "label_names",
     "open_actions_provider",
     "options_from_config",

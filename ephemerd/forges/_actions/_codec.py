@@ -12,7 +12,6 @@ keys are skipped, as newer connect-go servers do.
 from __future__ import annotations
 
 import base64
-import binascii
 import datetime as dt
 import enum
 import json
@@ -246,7 +245,7 @@ def _scalar_in(proto_type: str, cls: type | None, value: object, where: str) -> 
         text = value.replace("-", "+").replace("_", "/")
         try:
             return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
-        except binascii.Error as exc:
+        except ValueError as exc:  # binascii.Error, or text that is not ASCII
             raise CodecError(f"{where}: bad base64") from exc
     if proto_type == betterproto.TYPE_BOOL:
         if not isinstance(value, bool):
@@ -268,7 +267,10 @@ def _scalar_in(proto_type: str, cls: type | None, value: object, where: str) -> 
 
 def _enum_in(cls: type, value: object, where: str) -> object:
     if isinstance(value, int) and not isinstance(value, bool):
-        return cls(value)
+        try:
+            return cls(value)
+        except ValueError:
+            raise CodecError(f"{where}: unknown {cls.__name__} value {value!r}") from None
     if isinstance(value, str):
         members = cast(dict[str, object], getattr(cls, _MEMBERS))
         prefix = _enum_prefix(cls)
@@ -359,6 +361,6 @@ def decode_message(cls: type[_M], body: bytes, content_type: str) -> _M:
         raise CodecError(f"{name}: zero-length payload is not a valid JSON object")
     try:
         plain: object = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
         raise CodecError(f"{name}: malformed JSON ({exc})") from exc
     return _from_plain(cls, plain, name)

@@ -38,6 +38,7 @@ def options_from_config(
         repos=tuple(config.repos),
         labels=tuple(config.labels),
         runner_image=config.runner_image,
+        runner_path=config.runner_path,
         runner_url=config.runner_url,
         poll_interval=float(config.poll_interval),
     )

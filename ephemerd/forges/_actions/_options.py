@@ -25,6 +25,8 @@ class Flavour(msgspec.Struct, frozen=True, kw_only=True):
         handle_from_major: the first server major version whose runners can be handed one
             job attempt by its handle (``None``: never).
         jobs_listing: which REST listing finds waiting jobs: ``forgejo`` or ``gitea``.
+        runner_path: where the official runner image keeps the runner binary.
+        workflow_dirs: where the forge looks for workflow files, in its order.
     """
 
     kind: str
@@ -33,6 +35,8 @@ class Flavour(msgspec.Struct, frozen=True, kw_only=True):
     runner_argv: tuple[str, ...]
     handle_from_major: int | None
     jobs_listing: str
+    runner_path: str = "/bin/forgejo-runner"
+    workflow_dirs: tuple[str, ...] = (".forgejo/workflows", ".github/workflows")
 
 
 def _redacted(value: str) -> str:
@@ -53,6 +57,9 @@ class ActionsOptions(msgspec.Struct, frozen=True, kw_only=True):
         labels: extra runner label names (``name`` or ``name:docker://image``; only the
             name is used: jobs run directly inside the sandbox, so labels are ``name:host``).
         runner_image: the image holding the runner binary ("" = the flavour's default).
+        runner_path: the runner binary's absolute path in ``runner_image`` ("" = the
+            flavour's default); its directory is mounted into jobs that run in their own
+            ``container:`` image.
         runner_url: the forge's URL as the runner in a sandbox reaches it ("" =
             ``instance_url``).
         poll_interval: seconds between discovery cycles; ``None`` takes the scheduler's.
@@ -70,6 +77,7 @@ class ActionsOptions(msgspec.Struct, frozen=True, kw_only=True):
     repos: tuple[str, ...] = ()
     labels: tuple[str, ...] = ()
     runner_image: str = ""
+    runner_path: str = ""
     runner_url: str = ""
     poll_interval: float | None = None
     pool_size: int = 1
@@ -102,6 +110,10 @@ class ActionsOptions(msgspec.Struct, frozen=True, kw_only=True):
         for repo in self.repos:
             if not repo or "/" in repo:
                 raise ConfigError(f"{where}: repos entries are names without owner: {repo!r}")
+        if self.runner_path and (
+            not self.runner_path.startswith("/") or self.runner_path.endswith("/")
+        ):
+            raise ConfigError(f"{where}: runner_path must be an absolute path to a file")
         if self.poll_interval is not None and self.poll_interval <= 0:
             raise ConfigError(f"{where}: poll_interval must be positive")
         if self.pool_size < 0:

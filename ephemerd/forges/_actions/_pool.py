@@ -4,6 +4,10 @@ Each pool slot is a pseudo-job (``pool-<n>``) reported as queued; claiming it re
 an ephemeral runner whose sandbox takes whatever job the server gives it. A slot is
 outstanding from the moment it is reported until its runner is released; a report the
 scheduler never claimed (cordoned, full) expires so the pool refills.
+
+Pool sandboxes always run the runner image: the job, and so its ``container:`` image, is
+unknown until the runner fetches it, when the sandbox already runs. A workflow that needs
+its container image wants a server with a job list (REST discovery).
 """
 
 from __future__ import annotations

@@ -4,6 +4,11 @@ ephemerd never calls FetchTask: fetching assigns the task to the calling runner,
 only identity that fetches is the runner inside the job's sandbox. What ephemerd does is
 discover (REST listing, or a warm pool), create or register one ephemeral runner per
 claim, and delete that runner once its sandbox is gone (404: the forge removed it first).
+
+A job whose workflow names a ``container:`` image (learnt over REST before the runner is
+created, see ``_images.py``) runs in that image, with the runner binary mounted read-only
+from the runner image; every other job, and every warm-pool runner, runs in the runner
+image, so the two images are never confused.
 """
 
 from __future__ import annotations
@@ -19,15 +24,23 @@ from ephemerd._errors import ForgeAuthError, ForgeError, ForgeNotFound, ForgeRat
 from ephemerd._http import open_http_client
 from ephemerd._proto.runner.v1 import Runner
 from ephemerd._retry import Backoff, RetryPolicy
-from ephemerd.capabilities import Claim, JobEvent, PollConfig
+from ephemerd.capabilities import Claim, ImageMount, JobEvent, PollConfig
 
 from ._connect import ConnectClient
 from ._discovery import forgejo_job_of, list_waiting
+from ._images import JobImageFinder
 from ._models import ClaimModel, Discovery, choose_model
 from ._options import ActionsOptions, Flavour
 from ._pool import WarmPool
 from ._rest import RestClient
-from ._runner import handle_argv, host_labels, label_names, registered_files, token_file
+from ._runner import (
+    handle_argv,
+    host_labels,
+    in_job_image,
+    label_names,
+    registered_files,
+    token_file,
+)
 
 __all__ = ["ActionsProvider", "open_actions_provider"]
 
@@ -55,6 +68,7 @@ class ActionsProvider:
         self._registration_token = options.registration_token
         self._pool = WarmPool(options.name, size=options.pool_size, unclaimed_ttl=60.0)
         self._warned_undeletable = False
+        self.job_images = JobImageFinder(rest, flavour=flavour, instance=options.name)
 
     def __repr__(self) -> str:
         return f"ActionsProvider({self._flavour.kind}, {self._options!r})"
@@ -70,6 +84,11 @@ class ActionsProvider:
     @property
     def image(self) -> str:
         return self._options.runner_image or self._flavour.default_image
+
+    @property
+    def runner_path(self) -> str:
+        """The runner binary's path in the runner image."""
+        return self._options.runner_path or self._flavour.runner_path
 
     @property
     def default_images(self) -> Mapping[str, str]:
@@ -171,6 +190,8 @@ class ActionsProvider:
         model = await self.resolve_model()
         wanted = host_labels([*labels, *self._options.labels])
         scope = self._options.runner_scope(event.repo)
+        # learnt before any runner exists: a forge that cannot answer fails the claim cleanly
+        job_image = await self._job_image(event)
         if model is ClaimModel.HANDLE:
             job = forgejo_job_of(event)
             if job is None or not job.handle:
@@ -189,18 +210,21 @@ class ActionsProvider:
                 created.id,
                 event.job_id,
             )
+            argv = handle_argv(
+                handle=job.handle,
+                url=self._options.url_for_runners,
+                uuid=created.uuid,
+                labels=wanted,
+            )
+            image, argv, mounts = self._placement(argv, job_image)
             return Claim(
                 runner_id=str(created.id),
                 runner_name=runner_name,
                 repo=event.repo,
                 files=(token_file(created.token),),
-                entrypoint=handle_argv(
-                    handle=job.handle,
-                    url=self._options.url_for_runners,
-                    uuid=created.uuid,
-                    labels=wanted,
-                ),
-                image=self.image,
+                entrypoint=argv,
+                image=image,
+                image_mounts=mounts,
             )
         runner = await self._register(scope, runner_name, wanted)
         if self._pool.is_slot(event.job_id):
@@ -213,14 +237,40 @@ class ActionsProvider:
             runner.id,
             event.job_id,
         )
+        image, argv, mounts = self._placement(self._flavour.runner_argv, job_image)
         return Claim(
             runner_id=str(runner.id),
             runner_name=runner.name or runner_name,
             repo=event.repo,
             files=registered_files(runner, address=self._options.url_for_runners, labels=wanted),
-            entrypoint=self._flavour.runner_argv,
-            image=self.image,
+            entrypoint=argv,
+            image=image,
+            image_mounts=mounts,
         )
+
+    async def _job_image(self, event: JobEvent) -> str | None:
+        if not self.rest.authenticated:
+            return None  # no REST discovery, so no run to read: the warm pool
+        image = await self.job_images.image_of(event)
+        if image is not None:
+            log.info(
+                "%s %s: job %s runs in its container image %s, the runner mounted from %s",
+                self.kind,
+                self.name,
+                event.job_id,
+                image,
+                self.image,
+            )
+        return image
+
+    def _placement(
+        self, argv: tuple[str, ...], job_image: str | None
+    ) -> tuple[str, tuple[str, ...], tuple[ImageMount, ...]]:
+        """The sandbox image, the runner's argv and the image mounts of one claim."""
+        if not job_image or job_image == self.image:
+            return self.image, argv, ()
+        argv, mount = in_job_image(argv, runner_image=self.image, runner_path=self.runner_path)
+        return job_image, argv, (mount,)
 
     async def _register(self, scope: str, runner_name: str, labels: list[str]) -> Runner:
         """Register with the registration token; fetch a fresh one once if it was refused."""
@@ -268,8 +318,8 @@ class ActionsProvider:
                 await self.rest.delete_runner(scope, runner.id)
 
     async def fetch_job_image(self, event: JobEvent) -> str | None:
-        """Always ``None``: the job is only known once the runner fetched it, and the
-        sandbox must run the runner image (the claim names it)."""
+        """Always ``None``: the claim already names the sandbox image (the job's
+        ``container:`` image or the runner image), since the runner must be placed too."""
         del event
         return None
 

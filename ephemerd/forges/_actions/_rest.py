@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import TypeVar
+from urllib.parse import quote
 
 import httpx
 import msgspec
@@ -18,6 +19,7 @@ from ephemerd._errors import ForgeNotFound, ForgeProtocolError
 from ._wire import map_transport_errors, rest_error
 
 __all__ = [
+    "ActionRun",
     "CreatedRunner",
     "ForgejoJob",
     "GiteaJob",
@@ -76,6 +78,30 @@ class GiteaJob(msgspec.Struct, frozen=True, kw_only=True):
     labels: list[str] = msgspec.field(default_factory=list[str])
     status: str = ""
     runner_name: str = ""
+    head_sha: str = ""
+
+
+class ActionRun(msgspec.Struct, frozen=True, kw_only=True):
+    """A workflow run as ``GET /repos/{o}/{r}/actions/runs/{id}`` describes it.
+
+    Forgejo names the workflow file in ``workflow_id`` and the commit in ``commit_sha``;
+    Gitea says ``path`` (``build.yml@refs/heads/main``) and ``head_sha``.
+    """
+
+    id: int = 0
+    workflow_id: str = ""
+    path: str = ""
+    commit_sha: str = ""
+    head_sha: str = ""
+
+    @property
+    def workflow_file(self) -> str:
+        """The workflow file: a name in the forge's workflow directory, or a full path."""
+        return self.workflow_id or self.path.partition("@")[0]
+
+    @property
+    def sha(self) -> str:
+        return self.commit_sha or self.head_sha
 
 
 class _GiteaJobs(msgspec.Struct, frozen=True):
@@ -84,6 +110,12 @@ class _GiteaJobs(msgspec.Struct, frozen=True):
 
 
 _ForgejoJobs = list[ForgejoJob] | None  # Forgejo answers null for none
+
+
+class _Contents(msgspec.Struct, frozen=True):
+    content: str = ""
+    encoding: str = ""
+    type: str = ""
 
 
 class _Version(msgspec.Struct, frozen=True):
@@ -205,6 +237,26 @@ class RestClient:
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             raise ForgeProtocolError(f"{self._forge} list jobs: unreadable answer ({exc})") from exc
         return jobs or []
+
+    async def get_run(self, repo: str, run_id: str) -> ActionRun:
+        """The workflow run *run_id* of *repo* (``owner/name``)."""
+        return await self._get(f"/repos/{repo}/actions/runs/{quote(run_id, safe='')}", ActionRun)
+
+    async def file_content(self, repo: str, path: str, *, ref: str) -> str | None:
+        """The base64 content of file *path* at *ref*, or ``None`` when there is none.
+
+        Raises:
+            ForgeProtocolError: the path is not a file.
+        """
+        try:
+            contents = await self._get(
+                f"/repos/{repo}/contents/{quote(path)}", _Contents, {"ref": ref}
+            )
+        except ForgeNotFound:
+            return None
+        if contents.type not in ("", "file") or contents.encoding not in ("", "base64"):
+            raise ForgeProtocolError(f"{self._forge} {repo}:{path} is not a base64 file")
+        return contents.content
 
     async def gitea_jobs(self, scope: str, *, status: str = "queued") -> list[GiteaJob]:
         """Gitea: the scope's jobs with *status* (listing claims nothing)."""

@@ -19,6 +19,8 @@ FLAVOUR = _actions.Flavour(
     runner_argv=RUNNER_ARGV,
     handle_from_major=15,
     jobs_listing="forgejo",
+    runner_path="/bin/forgejo-runner",
+    workflow_dirs=(".forgejo/workflows", ".github/workflows"),
 )
 
 _FRONT = _actions.ActionsFront(FLAVOUR)

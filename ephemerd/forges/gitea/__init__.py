@@ -18,6 +18,8 @@ FLAVOUR = _actions.Flavour(
     runner_argv=RUNNER_ARGV,
     handle_from_major=None,
     jobs_listing="gitea",
+    runner_path="/usr/local/bin/act_runner",
+    workflow_dirs=(".gitea/workflows", ".github/workflows"),
 )
 
 _FRONT = _actions.ActionsFront(FLAVOUR)

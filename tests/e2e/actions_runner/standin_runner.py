@@ -10,7 +10,9 @@ keeps reporting progress until the forge answers RESULT_CANCELLED, then reports 
 It reports its start to the fake forge (``/api/test/standin``); once it has a task it
 scans its environment, argv and every readable file for token-shaped strings (40 hex
 digits) and reports their SHA-256 digests there too, to be compared with the
-registration tokens the forge issued.
+registration tokens the forge issued. It also reports where it was started from and
+whether that directory is writable, and whether the job image's marker file
+(``JOB_IMAGE_MARKER``) is there, so a test can tell which image the sandbox runs.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ SERVICE = "/api/actions/runner.v1.RunnerService/"
 TOKEN_SHAPE = re.compile(rb"[0-9a-f]{40}")
 SKIP_DIRS = ("/proc", "/sys", "/dev")
 MAX_FILE = 4 << 20
+JOB_IMAGE_MARKER = "/etc/ephemerd-job-image"
 
 
 def option(argv: list[str], name: str) -> str | None:
@@ -153,6 +156,10 @@ def main() -> int:
     url, uuid, token, labels = credentials(argv)
     forge = Forge(url, uuid, token)
     start = {"event": "started", "program": program, "argv": argv, "uuid": uuid}
+    here = os.path.dirname(os.path.abspath(__file__))
+    start["runner_dir"] = here
+    start["runner_dir_writable"] = os.access(here, os.W_OK)
+    start["job_image"] = os.path.exists(JOB_IMAGE_MARKER)
     forge.post("/api/test/standin", {**start, "started": STARTED})
     status, _ = forge.post(SERVICE + "Declare", {"version": "stand-in", "labels": labels})
     if status not in (200, 404, 501):  # old Gitea has no Declare

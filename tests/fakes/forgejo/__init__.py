@@ -19,11 +19,8 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
-from functools import partial
 
-import trio
-from hypercorn.config import Config
-from hypercorn.trio import serve
+from tests.fakes._asgi import serve_on_loopback
 
 from ._app import FakeForgeApp, Recorded
 from ._state import FLAVOURS, Failure, FakeJob, FakeRunner, FakeTask, ServerFlavour, World
@@ -86,18 +83,6 @@ async def open_fake_forge(
     """Serve a fresh fake of *flavour* on an ephemeral 127.0.0.1 port for the block."""
     chosen = FLAVOURS[flavour] if isinstance(flavour, str) else flavour
     app = FakeForgeApp(World(chosen))
-    config = Config()
-    config.bind = ["127.0.0.1:0"]
-    config.accesslog = None
-    config.errorlog = None
-    config.graceful_timeout = 0.1
-    stop = trio.Event()
-    async with trio.open_nursery() as nursery:
-        binds: list[str] = await nursery.start(
-            partial(serve, app, config, shutdown_trigger=stop.wait)
-        )
-        app.url = binds[0].rstrip("/")
-        try:
-            yield FakeForge(app.url, app)
-        finally:
-            stop.set()
+    async with serve_on_loopback(app) as url:
+        app.url = url
+        yield FakeForge(app.url, app)

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, unquote
 
 import trio
+
+from tests.fakes._asgi import answer_lifespan, read_body
 
 from ._rpc import Rpc, RpcError
 from ._state import FakeRunner, World
@@ -78,19 +81,9 @@ class FakeForgeApp:
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+            await answer_lifespan(receive, send)
+            return
+        body = await read_body(receive)
         headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
         path: str = scope["path"]
         query = dict(parse_qsl(scope["query_string"].decode()))
@@ -209,11 +202,16 @@ class FakeForgeApp:
                     "labels": job.runs_on,
                     "status": names.get(job.status, "completed"),
                     "runner_name": "",
+                    "head_sha": job.commit_sha,
                 }
                 for job in sorted(world.jobs.values(), key=lambda j: j.id)
                 if job.repo == m["repo"] and (not status or names.get(job.status) == status)
             ]
             return _json(200, {"total_count": len(jobs), "jobs": jobs})
+        if m := re.fullmatch(r"/repos/(?P<repo>[^/]+/[^/]+)/actions/runs/(?P<id>\d+)", path):
+            return self._run(method, m["repo"], int(m["id"]))
+        if m := re.fullmatch(r"/repos/(?P<repo>[^/]+/[^/]+)/contents/(?P<path>.+)", path):
+            return self._contents(method, m["repo"], unquote(m["path"]), query.get("ref", ""))
         if m := re.fullmatch(_SCOPE + r"/actions/runners", path):
             if method == "GET":
                 runners = [_runner_json(r) for r in world.live_runners() if r.scope == m["scope"]]
@@ -240,6 +238,46 @@ class FakeForgeApp:
                 return _Answer(204, b"", "text/plain")
             return _Answer(405, b"", "text/plain")
         return _message(404, "not found")
+
+    def _run(self, method: str, repo: str, run_id: int) -> _Answer:
+        """A run as each forge shows it: Forgejo's ``ActionRun``, Gitea's GitHub-style one."""
+        jobs = [j for j in self.world.jobs.values() if j.run_id == run_id and j.repo == repo]
+        if method != "GET" or not jobs:
+            return _message(404, "run not found")
+        job = jobs[0]
+        if self.world.flavour.kind == "forgejo":
+            return _json(
+                200,
+                {
+                    "id": run_id,
+                    "title": "push",
+                    "workflow_id": job.workflow,
+                    "commit_sha": job.commit_sha,
+                    "prettyref": "main",
+                    "status": "waiting",
+                },
+            )
+        return _json(
+            200,
+            {
+                "id": run_id,
+                "path": f"{job.workflow}@refs/heads/main",
+                "head_sha": job.commit_sha,
+                "head_branch": "main",
+                "status": "queued",
+            },
+        )
+
+    def _contents(self, method: str, repo: str, path: str, ref: str) -> _Answer:
+        content = self.world.files.get((repo, ref, path.strip("/")))
+        if method != "GET" or content is None:
+            return _message(404, "object does not exist [id: , rel_path: ]")
+        encoded = base64.encodebytes(content).decode()  # with newlines, as the forges send it
+        name = path.rsplit("/", 1)[-1]
+        return _json(
+            200,
+            {"name": name, "path": path, "type": "file", "encoding": "base64", "content": encoded},
+        )
 
 
 def _scope_has(scope: str, repo: str) -> bool:

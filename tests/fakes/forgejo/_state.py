@@ -107,6 +107,9 @@ class FakeJob:
     task_id: int = 0
     cancelled: bool = False
     payload: bytes = b""
+    workflow: str = "ci.yml"
+    """The run's workflow file name (in the forge's workflow directory)."""
+    commit_sha: str = ""
 
 
 @dataclass
@@ -147,6 +150,8 @@ class World:
         self.failures: list[Failure] = []
         self.request_keys: dict[tuple[int, str], int] = {}
         self.locked_request_keys: set[str] = set()
+        self.files: dict[tuple[str, str, str], bytes] = {}
+        """Repository files by ``(repo, commit, path)`` (the contents API)."""
         self.standin_reports: list[dict[str, object]] = []
         """What stand-in runners in sandboxes reported (``/api/test/standin``)."""
         self._ids = itertools.count(1)
@@ -169,13 +174,29 @@ class World:
         self.registration_tokens[token] = scope
         return token
 
+    def add_file(self, repo: str, path: str, content: str | bytes, *, commit: str) -> None:
+        """Put *content* at *path* of *repo* at *commit* (e.g. a workflow file)."""
+        data = content.encode() if isinstance(content, str) else content
+        self.files[(repo, commit, path)] = data
+
     def add_job(
-        self, repo: str, runs_on: list[str], *, name: str = "build", payload: bytes = b""
+        self,
+        repo: str,
+        runs_on: list[str],
+        *,
+        name: str = "build",
+        payload: bytes = b"",
+        run_id: int = 0,
+        workflow: str = "ci.yml",
+        commit_sha: str = "",
     ) -> FakeJob:
+        """A waiting job; jobs given the same *run_id* belong to one run."""
         job_id = next(self._ids)
         job = FakeJob(
             id=job_id,
-            run_id=job_id + 1000,
+            run_id=run_id or job_id + 1000,
+            workflow=workflow,
+            commit_sha=commit_sha or f"{job_id:040x}",
             repo=repo,
             name=name,
             runs_on=runs_on,

@@ -50,6 +50,21 @@ class PrepareSnapshotResponse(betterproto.Message):
 
 
 @dataclass(eq=False, repr=False)
+class ViewSnapshotRequest(betterproto.Message):
+    snapshotter: str = betterproto.string_field(1)
+    key: str = betterproto.string_field(2)
+    parent: str = betterproto.string_field(3)
+    labels: Dict[str, str] = betterproto.map_field(
+        4, betterproto.TYPE_STRING, betterproto.TYPE_STRING
+    )
+
+
+@dataclass(eq=False, repr=False)
+class ViewSnapshotResponse(betterproto.Message):
+    mounts: List["___types__.Mount"] = betterproto.message_field(1)
+
+
+@dataclass(eq=False, repr=False)
 class MountsRequest(betterproto.Message):
     snapshotter: str = betterproto.string_field(1)
     key: str = betterproto.string_field(2)
@@ -123,6 +138,23 @@ class SnapshotsStub(betterproto.ServiceStub):
             "/containerd.services.snapshots.v1.Snapshots/Prepare",
             prepare_snapshot_request,
             PrepareSnapshotResponse,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
+    async def view(
+        self,
+        view_snapshot_request: "ViewSnapshotRequest",
+        *,
+        timeout: Optional[float] = None,
+        deadline: Optional["Deadline"] = None,
+        metadata: Optional["MetadataLike"] = None
+    ) -> "ViewSnapshotResponse":
+        return await self._unary_unary(
+            "/containerd.services.snapshots.v1.Snapshots/View",
+            view_snapshot_request,
+            ViewSnapshotResponse,
             timeout=timeout,
             deadline=deadline,
             metadata=metadata,
@@ -222,6 +254,11 @@ class SnapshotsBase(ServiceBase):
     ) -> "PrepareSnapshotResponse":
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
 
+    async def view(
+        self, view_snapshot_request: "ViewSnapshotRequest"
+    ) -> "ViewSnapshotResponse":
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+
     async def mounts(self, mounts_request: "MountsRequest") -> "MountsResponse":
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
 
@@ -252,6 +289,13 @@ class SnapshotsBase(ServiceBase):
     ) -> None:
         request = await stream.recv_message()
         response = await self.prepare(request)
+        await stream.send_message(response)
+
+    async def __rpc_view(
+        self, stream: "grpclib.server.Stream[ViewSnapshotRequest, ViewSnapshotResponse]"
+    ) -> None:
+        request = await stream.recv_message()
+        response = await self.view(request)
         await stream.send_message(response)
 
     async def __rpc_mounts(
@@ -302,6 +346,12 @@ class SnapshotsBase(ServiceBase):
                 grpclib.const.Cardinality.UNARY_UNARY,
                 PrepareSnapshotRequest,
                 PrepareSnapshotResponse,
+            ),
+            "/containerd.services.snapshots.v1.Snapshots/View": grpclib.const.Handler(
+                self.__rpc_view,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                ViewSnapshotRequest,
+                ViewSnapshotResponse,
             ),
             "/containerd.services.snapshots.v1.Snapshots/Mounts": grpclib.const.Handler(
                 self.__rpc_mounts,

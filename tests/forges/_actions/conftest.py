@@ -1,0 +1,3 @@
+from tests.forges.forgejo.conftest import io_clock
+
+__all__ = ["io_clock"]
