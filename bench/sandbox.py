@@ -8,15 +8,25 @@ Measures, in one run on this host (root needed):
 - ``runc_floor_ms``: ``runc run`` of the same rootfs with the same spec, median; the
   ``ratio`` of the two (target ≤ 3.5);
 - ``concurrent_20_s``: wall time of 20 trivial jobs at once (target ≤ 1.5 s);
-- ``leak_check``: containers, tasks, snapshots and leases counted before and after
-  ``--sequential`` (200) jobs; ``leaked`` must be 0.
+- ``leak_check``: containers, tasks, snapshots, leases, name claims, shim processes,
+  network namespaces, bridge ports and nft rules counted before and after ``--sequential`` (200)
+  jobs; ``leaked`` must be 0.
 
-Usage: ``python bench/sandbox.py [--runs 30] [--sequential 200] [--data-dir DIR]``
+``--network default`` gives every job the job network (its own bridge ``ephbench0``, nft
+table and subnet ``--subnet``, so it meets no other ephemerd on the host); the default
+``none`` measures the sandbox alone.
+
+``--runtime NAME`` (any containerd runtime name) replaces the backend's default,
+``io.containerd.runc.v2``, for comparisons.
+
+Usage: ``python bench/sandbox.py [--runs 30] [--sequential 200] [--network none|default]
+[--subnet 10.234.0.0/22] [--runtime NAME] [--data-dir DIR]``
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
 import statistics
@@ -41,11 +51,13 @@ from ephemerd.sandbox import (
     ImageStore,
     build_host_image,
     open_containerd,
+    open_job_network,
     open_sandbox_backend,
 )
 from ephemerd.sandbox._spec import build_process, build_spec
 
 _counter = 0
+_network = "none"
 
 
 def _name(prefix: str) -> str:
@@ -57,7 +69,7 @@ def _name(prefix: str) -> str:
 async def trivial_job(backend: ContainerdSandbox) -> float:
     started = time.perf_counter()
     handle = await backend.create(
-        SandboxSpec(name=_name("job"), image=HOST_IMAGE, argv=("true",), network="none")
+        SandboxSpec(name=_name("job"), image=HOST_IMAGE, argv=("true",), network=_network)
     )
     try:
         await handle.start()
@@ -66,6 +78,25 @@ async def trivial_job(backend: ContainerdSandbox) -> float:
     finally:
         await handle.destroy()
     return time.perf_counter() - started
+
+
+def _lines(argv: list[str]) -> list[str]:
+    done = subprocess.run(argv, capture_output=True, text=True, check=False)
+    return done.stdout.splitlines()
+
+
+def host_counts(data_dir: Path) -> dict[str, int]:
+    """What jobs leave on the host: claims, shims, namespaces, bridge ports, nft rules."""
+    claims = data_dir / "run" / "sandboxes"
+    return {
+        "claims": len(list(claims.iterdir())) if claims.is_dir() else 0,
+        "shims": len(_lines(["pgrep", "-f", f"containerd-shim-runc-v2 .*-address {data_dir}"])),
+        "netns": len(list(Path("/run/netns").glob("ephbench-*"))),
+        "bridge_ports": len(_lines(["ip", "-o", "link", "show", "master", "ephbench0"])),
+        "nft_rules": sum(
+            "handle" in line for line in _lines(["nft", "-a", "list", "table", "inet", "ephbench"])
+        ),
+    }
 
 
 async def counts(client: ContainerdClient) -> dict[str, int]:
@@ -137,37 +168,52 @@ def _ms(values: list[float]) -> dict[str, float]:
     }
 
 
-async def main(runs: int, sequential: int, data_dir: Path) -> dict[str, object]:
-    result: dict[str, object] = {}
-    async with open_containerd(data_dir=data_dir) as client:
+async def main(
+    runs: int, sequential: int, data_dir: Path, network: str, subnet: str, runtime: str | None
+) -> dict[str, object]:
+    global _network  # noqa: PLW0603
+    _network = network
+    result: dict[str, object] = {"network": network}
+    async with contextlib.AsyncExitStack() as stack:
+        net = None
+        if network != "none":
+            net = await stack.enter_async_context(
+                open_job_network(data_dir=data_dir, subnet=subnet, name="ephbench")
+            )
+        client = await stack.enter_async_context(open_containerd(data_dir=data_dir))
         assert client.embedded is not None
         result["containerd_ready_s"] = round(client.embedded.ready_seconds, 3)
         images = ImageStore(client)
         image = await build_host_image(images, work_dir=data_dir / "tmp")
-        async with open_sandbox_backend(client, data_dir=data_dir, images=images) as backend:
-            await trivial_job(backend)  # warm up: first shim start, page cache
-            jobs = [await trivial_job(backend) for _ in range(runs)]
-            floor = await runc_floor(client, image.chain_id, data_dir / "runc", runs)
-            result["trivial_job_ms"] = _ms(jobs)
-            result["runc_floor_ms"] = _ms(floor)
-            result["ratio"] = round(statistics.median(jobs) / statistics.median(floor), 2)
+        backend = await stack.enter_async_context(
+            open_sandbox_backend(
+                client, data_dir=data_dir, images=images, network=net, runtime=runtime
+            )
+        )
+        result["runtime"] = backend.runtime
+        await trivial_job(backend)  # warm up: first shim start, page cache
+        jobs = [await trivial_job(backend) for _ in range(runs)]
+        floor = await runc_floor(client, image.chain_id, data_dir / "runc", runs)
+        result["trivial_job_ms"] = _ms(jobs)
+        result["runc_floor_ms"] = _ms(floor)
+        result["ratio"] = round(statistics.median(jobs) / statistics.median(floor), 2)
 
-            started = time.perf_counter()
-            async with trio.open_nursery() as nursery:
-                for _ in range(20):
-                    nursery.start_soon(trivial_job, backend)
-            result["concurrent_20_s"] = round(time.perf_counter() - started, 3)
+        started = time.perf_counter()
+        async with trio.open_nursery() as nursery:
+            for _ in range(20):
+                nursery.start_soon(trivial_job, backend)
+        result["concurrent_20_s"] = round(time.perf_counter() - started, 3)
 
-            before = await counts(client)
-            for _ in range(sequential):
-                await trivial_job(backend)
-            after = await counts(client)
-            result["leak_check"] = {
-                "jobs": sequential,
-                "before": before,
-                "after": after,
-                "leaked": sum(after.values()) - sum(before.values()),
-            }
+        before = await counts(client) | host_counts(data_dir)
+        for _ in range(sequential):
+            await trivial_job(backend)
+        after = await counts(client) | host_counts(data_dir)
+        result["leak_check"] = {
+            "jobs": sequential,
+            "before": before,
+            "after": after,
+            "leaked": sum(after.values()) - sum(before.values()),
+        }
     result["targets_met"] = {
         "ready": result["containerd_ready_s"] <= 1.0,  # type: ignore[operator]
         "trivial": result["trivial_job_ms"]["median"] <= 110,  # type: ignore[index]
@@ -179,9 +225,14 @@ async def main(runs: int, sequential: int, data_dir: Path) -> dict[str, object]:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--sequential", type=int, default=200)
+    parser.add_argument("--network", choices=("none", "default"), default="none")
+    parser.add_argument("--subnet", default="10.234.0.0/22")
+    parser.add_argument(
+        "--runtime", default=None, help="a containerd runtime name (default: the backend's)"
+    )
     parser.add_argument("--data-dir", type=Path, default=None)
     args = parser.parse_args()
     if shutil.which("containerd") is None:
@@ -189,7 +240,20 @@ if __name__ == "__main__":
     tmp = None if args.data_dir else tempfile.mkdtemp(prefix="ephemerd-bench-")
     try:
         data = args.data_dir or Path(tmp or "")
-        print(json.dumps(trio.run(main, args.runs, args.sequential, data), indent=2))
+        print(
+            json.dumps(
+                trio.run(
+                    main,
+                    args.runs,
+                    args.sequential,
+                    data,
+                    args.network,
+                    args.subnet,
+                    args.runtime,
+                ),
+                indent=2,
+            )
+        )
     finally:
         if tmp:
             subprocess.run(["umount", "-l", f"{tmp}/run/files"], check=False, capture_output=True)

@@ -13,6 +13,7 @@ touches trio-asyncio directly:
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import TypeVar, cast
@@ -20,12 +21,12 @@ from typing import TypeVar, cast
 import trio
 import trio_asyncio
 
-__all__ = ["aio_stream", "open_aio_loop", "run_aio", "run_trio_from_aio"]
+__all__ = ["aio_stream", "open_aio_loop", "run_aio", "run_trio_from_aio", "running_aio_loop"]
 
 T = TypeVar("T")
 
 # trio-asyncio ships no type information; these two bindings are its whole typed surface here.
-_Wrap = Callable[[object], Callable[..., Awaitable[object]]]
+_Wrap = Callable[..., Callable[..., Awaitable[object]]]
 _aio_as_trio = cast(_Wrap, trio_asyncio.aio_as_trio)  # pyright: ignore[reportUnknownMemberType]
 _trio_as_aio = cast(_Wrap, trio_asyncio.trio_as_aio)  # pyright: ignore[reportUnknownMemberType]
 
@@ -58,9 +59,26 @@ def _lone_exception(group: BaseExceptionGroup[BaseException]) -> BaseException |
     return None
 
 
-async def run_aio(fn: Callable[..., Awaitable[T]], *args: object) -> T:
-    """Await the asyncio coroutine function *fn* from Trio."""
-    return cast(T, await _aio_as_trio(fn)(*args))
+async def run_aio(
+    fn: Callable[..., Awaitable[T]], *args: object, loop: asyncio.AbstractEventLoop | None = None
+) -> T:
+    """Await the asyncio coroutine function *fn* from Trio.
+
+    *loop* is the asyncio loop to run it in; by default the one of the calling Trio
+    context (the innermost ``open_aio_loop``). An object whose connections live in one
+    loop (a grpclib ``Channel``) must be driven there: reconnecting from another loop's
+    task fails with "Future attached to a different loop".
+    """
+    return cast(T, await _aio_as_trio(fn, loop=loop)(*args))
+
+
+async def running_aio_loop() -> asyncio.AbstractEventLoop:
+    """The asyncio loop ``run_aio`` uses from here (to pin objects to it)."""
+
+    async def get() -> asyncio.AbstractEventLoop:
+        return asyncio.get_running_loop()
+
+    return await run_aio(get)
 
 
 async def run_trio_from_aio(fn: Callable[..., Awaitable[T]], *args: object) -> T:
@@ -69,8 +87,11 @@ async def run_trio_from_aio(fn: Callable[..., Awaitable[T]], *args: object) -> T
 
 
 @asynccontextmanager
-async def aio_stream(agen: AsyncGenerator[T]) -> AsyncGenerator[AsyncIterator[T]]:
-    """Iterate the asyncio async generator *agen* from Trio, and always close it.
+async def aio_stream(
+    agen: AsyncGenerator[T], *, loop: asyncio.AbstractEventLoop | None = None
+) -> AsyncGenerator[AsyncIterator[T]]:
+    """Iterate the asyncio async generator *agen* from Trio (in *loop*, see ``run_aio``),
+    and always close it.
 
     Usage::
 
@@ -83,10 +104,10 @@ async def aio_stream(agen: AsyncGenerator[T]) -> AsyncGenerator[AsyncIterator[T]
     """
     # trio-asyncio's Trio-side iterator is an async generator too: close it as well, or
     # it is finalized by the garbage collector (a ResourceWarning).
-    messages = cast(AsyncGenerator[T], aiter(cast(AsyncIterable[T], _aio_as_trio(agen))))
+    messages = cast(AsyncGenerator[T], aiter(cast(AsyncIterable[T], _aio_as_trio(agen, loop=loop))))
     try:
         yield messages
     finally:
         with trio.CancelScope(shield=True):
             await messages.aclose()
-            await _aio_as_trio(agen.aclose)()
+            await _aio_as_trio(agen.aclose, loop=loop)()

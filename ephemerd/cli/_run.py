@@ -18,6 +18,10 @@ if TYPE_CHECKING:
 __all__ = ["run_workflow"]
 
 _WORKFLOW_DIRS = (".forgejo/workflows", ".gitea/workflows", ".github/workflows")
+# Its own job network, so a local run works beside a daemon on the same host (a daemon
+# keeps "ephemerd" and 10.88.0.0/16 unless configured otherwise).
+RUN_NETWORK_NAME = "ephemerdrun"
+RUN_SUBNET = "10.89.0.0/24"
 
 
 def run_workflow(
@@ -61,7 +65,9 @@ async def _run(
     console = Console(highlight=False)
     scratch = opts.data_dir / "run"
     scratch.mkdir(exist_ok=True, mode=0o700)
-    async with open_sandbox_stack(data_dir=opts.data_dir, network=network) as stack:
+    async with open_sandbox_stack(
+        data_dir=opts.data_dir, network=network, network_name=RUN_NETWORK_NAME, subnet=RUN_SUBNET
+    ) as stack:
         chosen = image or job.image or HOST_IMAGE
         if stack.images.normalize(chosen) == stack.images.normalize(HOST_IMAGE):
             await ensure_host_image(stack.images)

@@ -8,6 +8,7 @@ means "none" and becomes ``None``.
 from __future__ import annotations
 
 import ipaddress
+import re
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
@@ -29,6 +30,9 @@ __all__ = [
 ]
 
 _DAY = 86400.0
+_NETWORK_NAME = re.compile(r"[a-z][a-z0-9]{0,13}")
+DEFAULT_NETWORK_NAME = "ephemerd"
+DEFAULT_SUBNET = "10.88.0.0/16"
 _DEFAULT_SCHEDULE = tuple(Duration(s) for s in (30, 60, 120, 300, 600))
 
 
@@ -174,6 +178,10 @@ class SandboxConfig(Section, frozen=True, kw_only=True):
         containerd_binary: the containerd executable for the embedded one.
         runtime: the OCI runtime.
         network: ``default`` (internet yes, private ranges no) or ``none``.
+        network_name: names the job bridge (``<name>0``), the nft table ``inet <name>``
+            and the namespaces ``<name>-<job>``; each ephemerd on a host needs its own.
+        subnet: the IPv4 job subnet (first address = the bridge); must not overlap
+            another ephemerd's on the same host.
         allow: CIDRs or ``host:port`` reachable despite the private-range deny.
         log_dir: per-job log files; relative paths are under the data dir.
     """
@@ -183,6 +191,8 @@ class SandboxConfig(Section, frozen=True, kw_only=True):
     containerd_binary: str = "containerd"
     runtime: str = "runc"
     network: Literal["default", "none"] = "default"
+    network_name: str = DEFAULT_NETWORK_NAME
+    subnet: str = DEFAULT_SUBNET
     allow: tuple[str, ...] = ()
     log_dir: Path = Path("logs")
 
@@ -196,6 +206,13 @@ class SandboxConfig(Section, frozen=True, kw_only=True):
             raise invalid("containerd_binary", "must not be empty")
         if not self.runtime or any(c.isspace() or c == "/" for c in self.runtime):
             raise invalid("runtime", f"must be a runtime name such as runc (got {self.runtime!r})")
+        if not _NETWORK_NAME.fullmatch(self.network_name):
+            raise invalid(
+                "network_name",
+                "must be 1-14 lowercase letters and digits, starting with a letter (the bridge"
+                f" <name>0 must fit 15 characters; got {self.network_name!r})",
+            )
+        msgspec.structs.force_setattr(self, "subnet", _job_subnet(self.subnet))
         rules = tuple(_allow_rule(f"allow[{i}]", rule) for i, rule in enumerate(self.allow))
         msgspec.structs.force_setattr(self, "allow", rules)
 
@@ -208,6 +225,19 @@ class SandboxConfig(Section, frozen=True, kw_only=True):
     def allow_endpoints(self) -> tuple[Address, ...]:
         """The ``host:port`` entries of ``allow``."""
         return tuple(Address.parse(r) for r in self.allow if "/" not in r)
+
+
+def _job_subnet(subnet: str) -> str:
+    """Check ``subnet`` as the sandbox layer will: IPv4, /8 to /28, an ordinary range."""
+    try:
+        net = ipaddress.ip_network(subnet, strict=True)
+    except ValueError as exc:
+        raise invalid("subnet", f"must be an IPv4 network such as 10.88.0.0/16 ({exc})") from None
+    if not isinstance(net, ipaddress.IPv4Network) or not 8 <= net.prefixlen <= 28:
+        raise invalid("subnet", f"must be an IPv4 network from /8 to /28 (got {subnet!r})")
+    if net.is_loopback or net.is_link_local or net.is_multicast:
+        raise invalid("subnet", f"must not be a loopback, link-local or multicast range ({net})")
+    return str(net)
 
 
 def _allow_rule(key: str, rule: str) -> str:

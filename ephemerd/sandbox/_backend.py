@@ -1,14 +1,15 @@
 """The containerd sandbox backend: ``capabilities.SandboxBackend`` for real.
 
 Creating a sandbox is a chain of steps, each of which leaves something behind in
-containerd or on the host: a lease, a snapshot, credential files, a network namespace,
-a container. They are all named after the sandbox and all removed by the one teardown
-in ``_runtime.py``, which ``create`` runs itself (shielded) when any step fails or is
-cancelled, so a failed create leaves nothing.
+containerd or on the host: a name claim, a snapshot, credential files, a network
+namespace, a container (and a lease for image-mount views). They are all named after the
+sandbox and all removed by the one teardown in ``_runtime.py``, which ``create`` runs
+itself (shielded) when any step fails or is cancelled, so a failed create leaves nothing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
@@ -19,7 +20,7 @@ import betterproto.lib.google.protobuf as pb
 import msgspec
 import trio
 
-from ephemerd._errors import EphemerdError, SandboxError
+from ephemerd._errors import EphemerdError
 from ephemerd._proto.containerd.services.containers import v1 as containers_v1
 from ephemerd._proto.containerd.services.leases import v1 as leases_v1
 from ephemerd._proto.containerd.services.snapshots import v1 as snapshots_v1
@@ -28,8 +29,16 @@ from ephemerd.capabilities import ClaimFile, SandboxSpec
 
 from ._client import MANAGED_LABEL, SNAPSHOTTER, AlreadyExists, ContainerdClient
 from ._handle import ContainerdHandle
+from ._image_mounts import image_mount_owners, prepare_image_mounts
 from ._images import ImageStore
-from ._runtime import SANDBOX_LABEL, NetworkAttacher, SandboxRuntime, check_name, lease_id
+from ._runtime import (
+    GC_ROOT_LABEL,
+    SANDBOX_LABEL,
+    NetworkAttacher,
+    SandboxRuntime,
+    check_name,
+    lease_id,
+)
 from ._spec import build_process, build_spec
 
 __all__ = ["SPEC_TYPE_URL", "ContainerdSandbox", "open_sandbox_backend"]
@@ -77,6 +86,11 @@ class ContainerdSandbox:
     def log_dir(self) -> Path:
         return self._rt.log_dir
 
+    @property
+    def runtime(self) -> str:
+        """The containerd runtime name (or shim path) every task runs under."""
+        return self._rt.runtime
+
     async def create(self, spec: SandboxSpec) -> ContainerdHandle:
         """Create (not start) the sandbox *spec* describes.
 
@@ -90,35 +104,39 @@ class ContainerdSandbox:
         image = await self.images.ensure(spec.image)
         rt, client, name = self._rt, self._rt.client, spec.name
         labels = {**spec.labels, MANAGED_LABEL: "true", SANDBOX_LABEL: name}
+        rt.claim(name)  # SandboxError if taken: nothing of ours to tear down
+        # only image-mount views need a lease; the rootfs snapshot is a GC root itself
+        leased = bool(spec.image_mounts)
         lease = lease_id(name)
-        try:
-            await client.call(
-                client.leases.create, leases_v1.CreateRequest(id=lease, labels=labels)
-            )
-        except AlreadyExists:  # not ours to tear down
-            raise SandboxError(f"sandbox {name} already exists") from None
-        except BaseException:  # cancelled: the lease may exist all the same
-            await rt.teardown(name)
-            raise
         env = _merge_env(image.runtime.env, spec.env)
         workdir = spec.workdir or image.runtime.working_dir or "/"
         rootfs: list[Mount] = []
         try:
+            if leased:
+                with contextlib.suppress(AlreadyExists):  # an orphan's, now ours to delete
+                    await client.call(
+                        client.leases.create, leases_v1.CreateRequest(id=lease, labels=labels)
+                    )
             process = build_process(
                 spec.argv or (*image.runtime.entrypoint, *image.runtime.cmd), env=env, cwd=workdir
             )
+            extra = await prepare_image_mounts(
+                client, self.images, name=name, mounts=spec.image_mounts, labels=labels, lease=lease
+            )
             # the snapshot and the container are independent (the container names its
-            # snapshot by key), so they are created side by side, both under the lease
+            # snapshot by key), so they are created side by side
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._prepare_rootfs, name, image.chain_id, labels, rootfs)
-                await self._create_container(spec, image.reference, labels, process)
+                await self._create_container(
+                    spec, image.reference, labels, process, extra, lease=lease if leased else None
+                )
         except BaseExceptionGroup as group:
-            await rt.teardown(name)
+            await rt.teardown(name, leased=leased, views=leased)
             raise _single(group) from None
         except BaseException:
-            await rt.teardown(name)
+            await rt.teardown(name, leased=leased, views=leased)
             raise
-        return ContainerdHandle(rt, name, rootfs=rootfs, env=env, workdir=workdir)
+        return ContainerdHandle(rt, name, rootfs=rootfs, env=env, workdir=workdir, leased=leased)
 
     async def _prepare_rootfs(
         self, name: str, parent: str, labels: dict[str, str], into: list[Mount]
@@ -127,14 +145,23 @@ class ContainerdSandbox:
         prepared = await client.call(
             client.snapshots.prepare,
             snapshots_v1.PrepareSnapshotRequest(
-                snapshotter=SNAPSHOTTER, key=name, parent=parent, labels=labels
+                snapshotter=SNAPSHOTTER,
+                key=name,
+                parent=parent,
+                labels={**labels, GC_ROOT_LABEL: "true"},
             ),
-            lease=lease_id(name),
         )
         into.extend(prepared.mounts)
 
     async def _create_container(
-        self, spec: SandboxSpec, image: str, labels: dict[str, str], process: dict[str, object]
+        self,
+        spec: SandboxSpec,
+        image: str,
+        labels: dict[str, str],
+        process: dict[str, object],
+        image_mounts: list[dict[str, object]],
+        *,
+        lease: str | None,
     ) -> None:
         rt, client, name = self._rt, self._rt.client, spec.name
         files = spec.files
@@ -152,6 +179,7 @@ class ContainerdSandbox:
             limits=spec.limits,
             files=rt.files.write(name, files),
             binds=spec.mounts,
+            image_mounts=image_mounts,
             netns=netns,
         )
         container = containers_v1.Container(
@@ -166,7 +194,7 @@ class ContainerdSandbox:
         await client.call(
             client.containers.create,
             containers_v1.CreateContainerRequest(container=container),
-            lease=lease_id(name),
+            lease=lease,
         )
 
     async def list_own(self) -> list[str]:
@@ -181,7 +209,18 @@ class ContainerdSandbox:
         )
         names = {c.labels.get(SANDBOX_LABEL, c.id) for c in containers.containers}
         names.update(lease.labels[SANDBOX_LABEL] for lease in leases.leases)
+        async with client.stream(
+            client.snapshots.list,
+            snapshots_v1.ListSnapshotsRequest(
+                snapshotter=SNAPSHOTTER, filters=[f'labels."{SANDBOX_LABEL}"']
+            ),
+        ) as replies:
+            async for reply in replies:
+                names.update(info.labels.get(SANDBOX_LABEL, "") for info in reply.info)
+        names.discard("")
+        names.update(self._rt.claimed())
         names.update(self._rt.files.names())
+        names.update(await image_mount_owners(client))
         return sorted(names)
 
     async def destroy(self, name: str) -> None:
@@ -205,8 +244,13 @@ async def open_sandbox_backend(
     data_dir: Path,
     images: ImageStore | None = None,
     network: NetworkAttacher | None = None,
+    log_dir: Path | None = None,
+    runtime: str | None = None,
 ) -> AsyncGenerator[ContainerdSandbox]:
     """The sandbox backend for the block's duration.
+
+    Job logs go to *log_dir* (default ``<data_dir>/logs``). Tasks run under the
+    containerd runtime *runtime* (default ``io.containerd.runc.v2``).
 
     Mounts the credentials tmpfs and creates the log and FIFO directories; unmounts the
     tmpfs on the way out (sandboxes should be destroyed by then).
@@ -214,16 +258,18 @@ async def open_sandbox_backend(
     Raises:
         RuntimeUnavailable: the tmpfs could not be mounted (not root).
     """
-    runtime = SandboxRuntime(client, data_dir=data_dir, network=network)
-    runtime.prepare()
-    backend = ContainerdSandbox(runtime, images or ImageStore(client))
+    shared = SandboxRuntime(
+        client, data_dir=data_dir, network=network, log_dir=log_dir, runtime=runtime
+    )
+    shared.prepare()
+    backend = ContainerdSandbox(shared, images or ImageStore(client))
     try:
         async with trio.open_nursery() as nursery:
-            runtime.nursery = nursery
+            shared.nursery = nursery
             try:
                 yield backend
             finally:
-                runtime.nursery = None
+                shared.nursery = None
                 nursery.cancel_scope.cancel()  # log pumps of sandboxes still running
     finally:
         with trio.CancelScope(shield=True):
@@ -232,4 +278,4 @@ async def open_sandbox_backend(
             except EphemerdError:
                 left = []
             if not left:
-                runtime.files.unmount()
+                shared.files.unmount()

@@ -9,6 +9,7 @@ that does not answer → ``RuntimeUnavailable``, anything else → ``SandboxErro
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -84,8 +85,18 @@ class ContainerdClient:
     ``open_containerd`` rather than building one by hand.
     """
 
-    def __init__(self, channel: grpclib.client.Channel, *, address: str, namespace: str) -> None:
+    def __init__(
+        self,
+        channel: grpclib.client.Channel,
+        *,
+        address: str,
+        namespace: str,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
         self.address = address
+        # every call runs in the loop the channel was made in: a reconnect (containerd
+        # restarted) from a task of another loop fails otherwise
+        self._loop = loop
         self.namespace = namespace
         self._channel = channel
         self.embedded: EmbeddedContainerd | None = None
@@ -106,7 +117,9 @@ class ContainerdClient:
 
         async def build() -> ContainerdClient:
             path = address.removeprefix("unix://")
-            return cls(grpclib.client.Channel(path=path), address=address, namespace=namespace)
+            channel = grpclib.client.Channel(path=path)
+            loop = asyncio.get_running_loop()
+            return cls(channel, address=address, namespace=namespace, loop=loop)
 
         return await run_aio(build)
 
@@ -116,7 +129,11 @@ class ContainerdClient:
         async def close() -> None:
             self._channel.close()
 
-        await run_aio(close)
+        await run_aio(close, loop=self._loop)
+
+    async def run(self, fn: Callable[[], Awaitable[R]]) -> R:
+        """Await the asyncio coroutine function *fn* in the channel's loop (raw streams)."""
+        return await run_aio(fn, loop=self._loop)
 
     def metadata(self, lease: str | None = None) -> Metadata:
         """The headers of a call: the namespace, and a lease when one holds new objects."""
@@ -145,7 +162,7 @@ class ContainerdClient:
         """
         fn = functools.partial(method, request, metadata=self.metadata(lease), timeout=rpc_timeout)
         try:
-            return await run_aio(fn)
+            return await run_aio(fn, loop=self._loop)
         except FOREIGN_ERRORS as error:
             raise translate(error, _name(method)) from None
 
@@ -167,7 +184,7 @@ class ContainerdClient:
             AsyncGenerator[R], method(request, metadata=self.metadata(), timeout=rpc_timeout)
         )
         try:
-            async with aio_stream(agen) as messages:
+            async with aio_stream(agen, loop=self._loop) as messages:
                 yield messages
         except FOREIGN_ERRORS as error:
             raise translate(error, _name(method)) from None
@@ -180,7 +197,7 @@ class ContainerdClient:
         *,
         lease: str | None = None,
     ) -> grpclib.client.Stream[S, R]:
-        """Open a bidirectional stream (content writes); the caller drives it with ``run_aio``."""
+        """Open a bidirectional stream (content writes); the caller drives it with ``run``."""
 
         async def open_() -> grpclib.client.Stream[S, R]:
             stream = self._channel.request(
@@ -194,7 +211,7 @@ class ContainerdClient:
             return stream
 
         try:
-            return await run_aio(open_)
+            return await run_aio(open_, loop=self._loop)
         except FOREIGN_ERRORS as error:
             raise translate(error, route) from None
 

@@ -18,7 +18,6 @@ import grpclib.client
 import h2.exceptions
 import trio
 
-from ephemerd._aio import run_aio
 from ephemerd._errors import ImagePullError, SandboxError, SandboxNotFound
 from ephemerd._proto.containerd.services.content import v1 as content_v1
 from ephemerd._proto.containerd.services.leases import v1 as leases_v1
@@ -156,7 +155,7 @@ class ContentStore:
             return reply
 
         try:
-            reply = await run_aio(exchange)
+            reply = await self._client.run(exchange)
         except FOREIGN_ERRORS as error:
             raise translate(error, "content write") from None
         if reply is None:
@@ -170,7 +169,7 @@ class ContentStore:
             await stream.__aexit__(None, None, None)
 
         with contextlib.suppress(*FOREIGN_ERRORS, h2.exceptions.ProtocolError):
-            await run_aio(close)
+            await self._client.run(close)
         if abort:
             # SandboxError: nothing was started, or containerd already dropped it
             with contextlib.suppress(SandboxError):

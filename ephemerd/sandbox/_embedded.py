@@ -6,6 +6,10 @@ started before anything else, polled until it answers, restarted with backoff if
 dies, and stopped last. Its shims outlive a restart, and containerd re-attaches their
 tasks when it comes back, so running sandboxes survive a crash of containerd itself;
 a task that did not survive shows up as ``ExitReason.LOST`` to whoever waits on it.
+
+The config keeps containerd's defaults where they cost a job little, as measured here:
+the metadata and snapshot stores sync about 16 times per job (some 3 ms in all), and
+the garbage collector runs about twice per job for 1 to 3 ms each, off the job's path.
 """
 
 from __future__ import annotations

@@ -27,6 +27,7 @@ from ephemerd.capabilities import ExitReason, OutputSink, SandboxExit, SandboxSt
 from ._pipes import FifoPair, log_sink
 from ._runtime import SandboxRuntime
 from ._spec import build_process
+from ._stdin import StdinFifo
 
 __all__ = ["PROCESS_TYPE_URL", "ContainerdHandle"]
 
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 
 PROCESS_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/Process"
 _OUTPUT_GRACE = 2.0  # after an exec exits, how long its background children may hold its output
+_CREATE_TIMEOUT = 30.0  # a task create, shielded from cancellation, may take this long
 
 
 class ContainerdHandle:
@@ -47,8 +49,10 @@ class ContainerdHandle:
         rootfs: Sequence[Mount],
         env: Mapping[str, str],
         workdir: str,
+        leased: bool = False,
     ) -> None:
         self._rt = runtime
+        self._leased = leased
         self._name = name
         self._rootfs = list(rootfs)
         self._env = dict(env)
@@ -75,24 +79,33 @@ class ContainerdHandle:
     async def start(self) -> None:
         """Create the task, with its output going to the log file, and start it.
 
-        Cancellation: a half-created task is deleted; ``destroy`` removes the rest.
+        Cancellation: the create RPC runs to its end (shielded, at most 30 s), so a task
+        created is always known and deleted; ``destroy`` removes the rest.
         """
         self._check()
         client, name = self._rt.client, self._name
-        os.close(os.open(self.log_path, os.O_WRONLY | os.O_CREAT, 0o640))  # exists even if silent
+        try:
+            os.close(os.open(self.log_path, os.O_WRONLY | os.O_CREAT, 0o640))  # even if silent
+        except OSError as error:  # the job runs all the same; log_sink warns on writes
+            log.warning("job log %s: %s", self.log_path, error.strerror or error)
         fifos = FifoPair(self._rt.fifo_dir / f"{name}@main")
         created = False
         try:
-            await client.call(
-                client.tasks.create,
-                tasks_v1.CreateTaskRequest(
-                    container_id=name,
-                    rootfs=self._rootfs,
-                    stdout=fifos.stdout,
-                    stderr=fifos.stderr,
-                ),
-            )
+            # Shielded: containerd finishes a create whose caller went away, and a task
+            # nobody knows of (its shim waiting in "runc init") would outlive the teardown.
+            with trio.CancelScope(shield=True):
+                await client.call(
+                    client.tasks.create,
+                    tasks_v1.CreateTaskRequest(
+                        container_id=name,
+                        rootfs=self._rootfs,
+                        stdout=fifos.stdout,
+                        stderr=fifos.stderr,
+                    ),
+                    rpc_timeout=_CREATE_TIMEOUT,
+                )
             created = True
+            await trio.lowlevel.checkpoint_if_cancelled()
             self._log_done = trio.Event()
             await self._rt.spawn(self._pump_log, fifos)
             await client.call(client.tasks.start, tasks_v1.StartRequest(container_id=name))
@@ -176,8 +189,11 @@ class ContainerdHandle:
         env: Mapping[str, str] | None = None,
         workdir: str | None = None,
         output: OutputSink | None = None,
+        stdin: bytes | None = None,
     ) -> int:
         """Run *argv* in the sandbox; stream its output to *output* (or the log file).
+
+        *stdin*, when given, is fed to the process's standard input, then end-of-file.
 
         Cancellation: the process is killed and reaped before this returns.
         """
@@ -190,14 +206,18 @@ class ContainerdHandle:
         spec = pb.Any(type_url=PROCESS_TYPE_URL, value=msgspec.json.encode(process))
         fifos = FifoPair(self._rt.fifo_dir / f"{name}@{exec_id}")
         sink = output or log_sink(self.log_path)
+        feeder: StdinFifo | None = None
         exited = False
         started = False
         try:
+            if stdin is not None:
+                feeder = StdinFifo(fifos.directory / "in", stdin)
             await client.call(
                 client.tasks.exec,
                 tasks_v1.ExecProcessRequest(
                     container_id=name,
                     exec_id=exec_id,
+                    stdin=feeder.path if feeder is not None else "",
                     stdout=fifos.stdout,
                     stderr=fifos.stderr,
                     spec=spec,
@@ -218,6 +238,8 @@ class ContainerdHandle:
                     client.tasks.start, tasks_v1.StartRequest(container_id=name, exec_id=exec_id)
                 )
                 fifos.release_writers()
+                if feeder is not None:
+                    nursery.start_soon(self._feed_stdin, feeder, exec_id)
                 code = await self._wait_exec(exec_id)
                 exited = True
                 with trio.move_on_after(_OUTPUT_GRACE):
@@ -233,7 +255,20 @@ class ContainerdHandle:
                         client.tasks.delete_process,
                         tasks_v1.DeleteProcessRequest(container_id=name, exec_id=exec_id),
                     )
+                if feeder is not None:
+                    feeder.close()
                 fifos.close()
+
+    async def _feed_stdin(self, feeder: StdinFifo, exec_id: str) -> None:
+        """Write the exec's stdin, then CloseIO: the shim holds a write end of the FIFO
+        itself, so the process sees end-of-file only once it is told to close it."""
+        await feeder.feed()
+        client = self._rt.client
+        with contextlib.suppress(EphemerdError):  # the process may be gone already
+            await client.call(
+                client.tasks.close_io,
+                tasks_v1.CloseIoRequest(container_id=self._name, exec_id=exec_id, stdin=True),
+            )
 
     async def _wait_exec(self, exec_id: str) -> int:
         client = self._rt.client
@@ -267,4 +302,4 @@ class ContainerdHandle:
         """Remove the sandbox and everything it owns. Idempotent; shielded."""
         self._destroyed = True
         exited = self._exit is not None and self._exit.reason is not ExitReason.LOST
-        await self._rt.teardown(self._name, exited=exited)
+        await self._rt.teardown(self._name, exited=exited, leased=self._leased, views=self._leased)

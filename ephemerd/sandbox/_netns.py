@@ -228,8 +228,8 @@ async def check_route_overlap(net: IPv4Network, bridge: str) -> None:
             continue
         if isinstance(dst, IPv4Network) and dst.overlaps(net):
             raise ConfigError(
-                f"network subnet {net} overlaps the host route {dst} on {route.dev or '?'};"
-                " choose another subnet"
+                f"job subnet {net} overlaps the host route {dst} on {route.dev or '?'} (another"
+                " ephemerd's bridge, a VPN, a container network?); set another [sandbox] subnet"
             )
 
 

@@ -29,7 +29,8 @@ from ephemerd._errors import ConfigError, EphemerdError, RuntimeUnavailable, San
 
 from ._cni import bridge_config, cni_call, loopback_config, release_stray_leases
 from ._dns import DnsPlan, plan_dns
-from ._firewall import build_policy, parse_subnet, render_ruleset
+from ._firewall import EgressPolicy, build_policy, parse_subnet, render_ruleset
+from ._netlock import hold_network
 from ._netns import (
     NETNS_DIR,
     add_netns,
@@ -381,8 +382,9 @@ async def open_job_network(
         teardown_timeout: seconds any one teardown may take, shielded from cancellation.
 
     Raises:
-        ConfigError: a bad subnet, allow entry, DNS entry or name, or a subnet that overlaps
-            a route of the host.
+        ConfigError: a bad subnet, allow entry, DNS entry or name, a subnet that overlaps
+            a route of the host, or another ephemerd on this host owns network *name*
+            (see ``_netlock``).
         RuntimeUnavailable: ``ip``, ``nft`` or a CNI plugin is missing.
         SandboxError: the host refused a step.
 
@@ -403,7 +405,36 @@ async def open_job_network(
                 f"CNI plugin {cni_bin_dir / plugin} not found (install containernetworking-plugins)"
             )
     bridge = f"{name}0"
-    await check_route_overlap(net, bridge)
+    with hold_network(name, data_dir=data_dir):
+        await check_route_overlap(net, bridge)
+        async with _open_locked(
+            name=name,
+            net=net,
+            data_dir=data_dir,
+            cni_bin_dir=cni_bin_dir,
+            dns_plan=dns_plan,
+            policy=policy,
+            mtu=mtu,
+            teardown_timeout=teardown_timeout,
+        ) as network:
+            yield network
+
+
+@asynccontextmanager
+async def _open_locked(
+    *,
+    name: str,
+    net: IPv4Network,
+    data_dir: Path,
+    cni_bin_dir: Path,
+    dns_plan: DnsPlan,
+    policy: EgressPolicy,
+    mtu: int | None,
+    teardown_timeout: float,
+) -> AsyncGenerator[JobNetwork]:
+    """The part of ``open_job_network`` that changes the host, under the network lock."""
+    bridge = f"{name}0"
+    gateway = next(net.hosts())
     ipam_dir = data_dir / "network"
     await trio.Path(ipam_dir).mkdir(mode=0o700, parents=True, exist_ok=True)
     network = JobNetwork(

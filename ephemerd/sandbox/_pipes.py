@@ -10,6 +10,7 @@ it blocks once the pipe is full, until someone reads again or the sandbox is des
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -20,6 +21,8 @@ from ephemerd._errors import SandboxError
 from ephemerd.capabilities import OutputSink
 
 __all__ = ["FifoPair", "log_sink"]
+
+log = logging.getLogger(__name__)
 
 
 class FifoPair:
@@ -90,14 +93,34 @@ async def _forward(reader: trio.lowlevel.FdStream, stream: str, output: OutputSi
 
 
 def log_sink(path: Path) -> OutputSink:
-    """An ``OutputSink`` that appends every chunk, whatever the stream, to *path*."""
+    """An ``OutputSink`` that appends every chunk, whatever the stream, to *path*.
+
+    A write that fails (the log disk is full, say) drops the chunk with one warning per
+    log and a note when writing works again: the job must not stall or fail because its
+    log cannot be kept, and the pipe must keep draining.
+    """
+    failing = False
 
     async def write(stream: str, chunk: bytes) -> None:
+        nonlocal failing
         # O_APPEND writes of a pipe-sized chunk to a local file do not block for long
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
         try:
-            os.write(fd, chunk)
-        finally:
-            os.close(fd)
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+            try:
+                os.write(fd, chunk)
+            finally:
+                os.close(fd)
+        except OSError as error:
+            if not failing:
+                log.warning(
+                    "job log %s: %s; dropping output until it can be written",
+                    path,
+                    error.strerror or error,
+                )
+            failing = True
+            return
+        if failing:
+            log.warning("job log %s: writing again (some output was dropped)", path)
+            failing = False
 
     return write

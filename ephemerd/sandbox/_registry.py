@@ -225,7 +225,7 @@ class RegistryClient:
                 raise TransientPullError(
                     f"registry {ref.api_host} unreachable: {describe(err)}"
                 ) from None
-            except httpx.HTTPError as err:
+            except (httpx.HTTPError, httpx.InvalidURL) as err:
                 raise ImagePullError(f"registry {ref.api_host}: {describe(err)}") from None
             if response.status_code in (200, 401):
                 challenges = parse_challenges(response.headers.get_list("www-authenticate"))

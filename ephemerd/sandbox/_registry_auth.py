@@ -181,6 +181,8 @@ class RegistryAuth:
             raise TransientPullError(
                 f"token service {realm.host} unreachable: {describe(err)}"
             ) from None
+        except (httpx.HTTPError, httpx.InvalidURL) as err:  # e.g. a redirect to a bad URL
+            raise ImagePullError(f"token service {realm.host}: {describe(err)}") from None
         if response.status_code >= 500 or response.status_code == 429:
             raise TransientPullError(
                 f"token service {realm.host} answered HTTP {response.status_code}"

@@ -143,6 +143,7 @@ def build_spec(
     limits: ResourceLimits,
     files: Sequence[FileMount] = (),
     binds: Mapping[str, str] | None = None,
+    image_mounts: Sequence[Json] = (),
     netns: str | None = None,
 ) -> Json:
     """The whole OCI runtime spec of sandbox *name*.
@@ -154,6 +155,7 @@ def build_spec(
         limits: memory/CPU/pids limits for its cgroup.
         files: read-only single-file bind mounts (credentials).
         binds: read-write host directories, ``host_path -> sandbox_path``.
+        image_mounts: read-only OCI mounts of other images (``_image_mounts.py``).
         netns: a network namespace to join; ``None`` makes a fresh, empty one.
     """
     mounts = _base_mounts()
@@ -162,6 +164,7 @@ def build_spec(
             {"destination": sandbox_path, "type": "bind", "source": host_path,
              "options": ["rbind", "rw", "nosuid", "nodev"]}
         )  # fmt: skip
+    mounts.extend(image_mounts)
     for host_path, sandbox_path in files:
         mounts.append(
             {"destination": sandbox_path, "type": "bind", "source": host_path,

@@ -21,7 +21,7 @@ from ._embedded import open_containerd
 from ._hostimage import HOST_IMAGE, build_host_image
 from ._images import ImageInfo, ImageStore
 from ._logs import prune_logs
-from ._network import JobNetwork, open_job_network
+from ._network import DEFAULT_SUBNET, JobNetwork, open_job_network
 from ._reference import parse_reference
 from ._registry import RegistryCredentials, open_registry_client
 
@@ -51,10 +51,13 @@ async def open_sandbox_stack(
     data_dir: Path,
     containerd_address: str | None = None,
     network: str = "default",
+    network_name: str = "ephemerd",
+    subnet: str = DEFAULT_SUBNET,
     allow: Sequence[str] = (),
     insecure_registries: Sequence[str] = (),
     registry_credentials: Mapping[str, RegistryCredentials] | None = None,
     log_retention: float | None = None,
+    log_dir: Path | None = None,
 ) -> AsyncGenerator[SandboxStack]:
     """Start (or connect to) containerd and everything built on it, for the block.
 
@@ -63,12 +66,17 @@ async def open_sandbox_stack(
         containerd_address: an existing containerd's socket; ``None`` starts a private one.
         network: ``"default"`` gives each sandbox its own netns behind the egress firewall;
             ``"none"`` gives it an empty netns (loopback only).
+        network_name: names the bridge (``<name>0``), the nft table and the namespaces;
+            one ephemerd per name on a host (a second one is refused, see ``_netlock``).
+        subnet: the IPv4 job subnet; must not overlap another ephemerd's on the host.
         allow: CIDRs or ``host:port`` a sandbox may reach despite the private-range deny.
         insecure_registries: registries that may be reached over plain HTTP.
         registry_credentials: basic credentials per registry host.
         log_retention: seconds to keep job logs; pruned at start and hourly (``None``: forever).
+        log_dir: where job logs go (``None``: ``<data_dir>/logs``).
 
     Raises:
+        ConfigError: a bad network name or subnet, or another ephemerd uses the network.
         RuntimeUnavailable: containerd, runc, ``ip``, ``nft`` or the CNI plugins are missing.
     """
     async with AsyncExitStack() as stack:
@@ -84,19 +92,27 @@ async def open_sandbox_stack(
         job_network: JobNetwork | None = None
         if network == "default":
             job_network = await stack.enter_async_context(
-                open_job_network(data_dir=data_dir, allow=allow)
+                open_job_network(data_dir=data_dir, allow=allow, name=network_name, subnet=subnet)
             )
             # Whatever a previous run left attached belongs to sandboxes that are about to
             # be swept as orphans: their namespaces, links and leases go first.
             swept = await job_network.sweep(keep=())
             if swept:
                 log.warning("removed the network of %d leftover sandbox(es)", len(swept))
+            log.info(
+                "job network %s: bridge %s, subnet %s",
+                network_name,
+                job_network.bridge,
+                job_network.subnet,
+            )
         backend = await stack.enter_async_context(
-            open_sandbox_backend(client, data_dir=data_dir, images=images, network=job_network)
+            open_sandbox_backend(
+                client, data_dir=data_dir, images=images, network=job_network, log_dir=log_dir
+            )
         )
         nursery = await stack.enter_async_context(trio.open_nursery())
         if log_retention is not None:
-            nursery.start_soon(_prune_logs_hourly, data_dir / "logs", log_retention)
+            nursery.start_soon(_prune_logs_hourly, backend.log_dir, log_retention)
         try:
             yield SandboxStack(client=client, images=images, backend=backend, network=job_network)
         finally:

@@ -92,10 +92,10 @@ async def test_cancel_at_each_step(
                 await handle.destroy()
             assert await objects_of(cd_client, name) == [], f"leak after cancel at call {at}"
             assert not (containerd_session.data_dir / "run" / "files" / name).exists()
-            assert name not in await backend.list_own()
+            assert name not in await backend.list_own(), f"still listed after cancel at call {at}"
     else:
         pytest.fail("create + start never completed")
-    assert steps_checked >= 6  # lease, snapshot, container, task create, task start, ...
+    assert steps_checked >= 6  # image, snapshot, container, task create, task start, ...
 
 
 async def test_cancel_while_containerd_is_slow_is_bounded(

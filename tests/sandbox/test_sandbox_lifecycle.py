@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+from pathlib import Path
 
 import pytest
 import trio
@@ -12,11 +13,14 @@ import trio
 from ephemerd._errors import ImagePullError, SandboxError, SandboxNotFound
 from ephemerd.capabilities import ExitReason, SandboxBackend, SandboxHandle
 from ephemerd.sandbox import ContainerdClient, ContainerdSandbox
+from ephemerd.sandbox._spec import cgroups_path
 
 from .containerd_fixture import backend, cd_client, containerd_session  # noqa: F401
 from .sandbox_helpers import objects_of, run, spec, unique
 
 pytestmark = pytest.mark.containerd
+
+_RUNC_ROOT = "/run/containerd/runc"  # the runc v2 shim's state root by default
 
 
 async def test_satisfies_the_protocols(backend: ContainerdSandbox) -> None:
@@ -266,3 +270,17 @@ async def test_dead_shim_reads_lost(backend: ContainerdSandbox) -> None:
         assert (await handle.wait()).reason is ExitReason.LOST
     finally:
         await handle.destroy()
+    # containerd ran the shim's delete for the dead shim: the container is gone
+    assert backend.runtime.endswith("ephemerd-shim-runc-v2")
+    assert _container_leftovers(name) == []
+
+
+def _container_leftovers(name: str) -> list[str]:
+    """What of runc container *name* is still on the host: state, rootfs mount, cgroup."""
+    found = [str(p) for p in (Path(_RUNC_ROOT, "ephemerd", name),) if p.exists()]
+    if f"/{name}/rootfs " in Path("/proc/self/mountinfo").read_text():
+        found.append("rootfs mount")
+    pids = Path("/sys/fs/cgroup/pids", cgroups_path(name).lstrip("/"))
+    if pids.exists():
+        found.append(str(pids))
+    return found
