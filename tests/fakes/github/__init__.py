@@ -19,12 +19,10 @@ import time
 import uuid
 from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager, suppress
-from functools import partial
 
 import httpx
-import trio
-from hypercorn.config import Config
-from hypercorn.trio import serve
+
+from tests.fakes._asgi import serve_on_loopback
 
 from ._app import FakeGitHubApp, Recorded
 from ._state import Failure, FakeHook, FakeJob, FakeRun, FakeRunner, World
@@ -192,17 +190,5 @@ async def open_fake_github(*, prefix: str = "") -> AsyncGenerator[FakeGitHub, No
     *prefix* serves the API under a path, as GitHub Enterprise Server does (``/api/v3``).
     """
     app = FakeGitHubApp(World(), prefix=prefix)
-    config = Config()
-    config.bind = ["127.0.0.1:0"]
-    config.accesslog = None
-    config.errorlog = None
-    config.graceful_timeout = 0.1
-    stop = trio.Event()
-    async with httpx.AsyncClient(timeout=10) as http, trio.open_nursery() as nursery:
-        binds: list[str] = await nursery.start(
-            partial(serve, app, config, shutdown_trigger=stop.wait)
-        )
-        try:
-            yield FakeGitHub(binds[0].rstrip("/") + prefix, app, http)
-        finally:
-            stop.set()
+    async with httpx.AsyncClient(timeout=10) as http, serve_on_loopback(app) as url:
+        yield FakeGitHub(url + prefix, app, http)

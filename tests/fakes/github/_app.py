@@ -20,6 +20,8 @@ from urllib.parse import parse_qsl, urlencode
 import jwt
 import trio
 
+from tests.fakes._asgi import answer_lifespan, read_body
+
 from ._state import FakeJob, World
 
 __all__ = ["FakeGitHubApp", "Recorded"]
@@ -130,19 +132,9 @@ class FakeGitHubApp:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+            await answer_lifespan(receive, send)
+            return
+        body = await read_body(receive)
         arrived = time.time()
         headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
         path: str = scope["path"]

@@ -4,18 +4,16 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
-from functools import cache, partial
+from functools import cache
 from typing import Any
 
 import pytest
-import trio
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from hypercorn.config import Config
-from hypercorn.trio import serve
 
 from ephemerd.capabilities import JobEvent, WebhookRequest
 from ephemerd.forges.github import GitHubOptions, GitHubProvider, open_github_provider
+from tests.fakes._asgi import answer_lifespan, read_body, serve_on_loopback
 from tests.fakes.github import FakeGitHub, open_fake_github
 
 TOKEN = "ghp_testtoken0123456789"
@@ -73,19 +71,9 @@ class Intake:
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+            await answer_lifespan(receive, send)
+            return
+        body = await read_body(receive)
         headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
         reply = await self.provider.handle_webhook(
             WebhookRequest(method=scope["method"], headers=headers, body=body)
@@ -104,18 +92,6 @@ class Intake:
 @asynccontextmanager
 async def open_intake(provider: GitHubProvider) -> AsyncGenerator[Intake, None]:
     intake = Intake(provider)
-    config = Config()
-    config.bind = ["127.0.0.1:0"]
-    config.accesslog = None
-    config.errorlog = None
-    config.graceful_timeout = 0.1
-    stop = trio.Event()
-    async with trio.open_nursery() as nursery:
-        binds: list[str] = await nursery.start(
-            partial(serve, intake, config, shutdown_trigger=stop.wait)
-        )
-        intake.url = binds[0].rstrip("/") + "/webhook/gh"
-        try:
-            yield intake
-        finally:
-            stop.set()
+    async with serve_on_loopback(intake) as url:
+        intake.url = url + "/webhook/gh"
+        yield intake
