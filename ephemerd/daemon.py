@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import platform
 import signal
 from collections.abc import AsyncGenerator
@@ -29,8 +30,15 @@ import trio
 from ephemerd import __version__
 from ephemerd._errors import ConfigError
 from ephemerd._lock import hold_data_dir
-from ephemerd.capabilities import PollConfig, Provider, SandboxBackend, Webhook
-from ephemerd.config import Config, ForgejoConfig, GiteaConfig, ProviderConfig, load_config
+from ephemerd.capabilities import CustomExecutor, PollConfig, Provider, SandboxBackend, Webhook
+from ephemerd.config import (
+    Config,
+    ForgejoConfig,
+    GiteaConfig,
+    GitLabConfig,
+    ProviderConfig,
+    load_config,
+)
 from ephemerd.control import (
     SOCKET_NAME,
     open_control_server,
@@ -69,8 +77,20 @@ def run_daemon(
             "no providers configured: add a [github], [forgejo], [gitea], [gitlab] or "
             "[woodpecker] section to the config (see 'ephemerd config check')"
         )
-    trio.run(serve, config)
+    # Until serve() listens for it, SIGTERM would kill the process outright and leave the
+    # embedded containerd (in its own session) running: make it a Ctrl-C instead, which
+    # Trio raises as KeyboardInterrupt at a safe point, unwinding what was started.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        trio.run(serve, config)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return 0
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    del signum, frame
+    os.kill(os.getpid(), signal.SIGINT)
 
 
 async def serve(
@@ -98,7 +118,10 @@ async def serve(
             async with trio.open_nursery() as nursery:
                 await nursery.start(_run_scheduler, scheduler, nursery.cancel_scope)
                 socket_path = data_dir / SOCKET_NAME
-                async with open_control_server(scheduler, socket_path=socket_path):
+                executors = {p.name: p for p in providers if isinstance(p, CustomExecutor)}
+                async with open_control_server(
+                    scheduler, socket_path=socket_path, executors=executors
+                ):
                     with pid_file(data_dir / "ephemerd.pid"):
                         await _start_http(nursery, config, providers, scheduler, metrics)
                         nursery.start_soon(_handle_signals, scheduler, nursery)
@@ -197,6 +220,8 @@ def _instance_labels(config: Config) -> dict[str, tuple[str, ...]]:
     for provider in config.providers:
         if isinstance(provider, ForgejoConfig | GiteaConfig) and provider.labels:
             extra[provider.name] = tuple(label.split(":", 1)[0] for label in provider.labels)
+        elif isinstance(provider, GitLabConfig) and provider.tags:
+            extra[provider.name] = tuple(provider.tags)  # a GitLab job carries its runner's tags
     return extra
 
 
@@ -225,8 +250,11 @@ async def _open_sandbox(config: Config) -> AsyncGenerator[SandboxBackend]:
         data_dir=config.data_dir,
         containerd_address=config.sandbox.containerd_address or None,
         network=config.sandbox.network,
+        network_name=config.sandbox.network_name,
+        subnet=config.sandbox.subnet,
         allow=config.sandbox.allow,
         log_retention=config.log.retention,
+        log_dir=config.data_dir / config.sandbox.log_dir,
     ) as stack:
         yield stack.backend
 
@@ -272,10 +300,17 @@ async def _open_provider(provider: ProviderConfig, config: Config) -> AsyncGener
             )
             async with open_woodpecker_provider(options) as woodpecker:
                 yield woodpecker
-        case kind:
-            raise ConfigError(
-                f"{provider.name}: the {kind} provider is not available in this version yet"
+        case "gitlab":
+            from ephemerd.forges.gitlab import open_gitlab_provider
+            from ephemerd.forges.gitlab import options_from_config as gitlab_options
+
+            options = gitlab_options(
+                provider, runner_labels=config.runner.labels, data_dir=config.data_dir
             )
+            async with open_gitlab_provider(options) as gitlab:
+                yield gitlab
+        case _:  # every kind the config knows is handled above
+            raise ConfigError(f"{provider.name}: this provider kind is not available")
 
 
 def _version() -> str:

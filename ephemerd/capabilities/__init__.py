@@ -1,9 +1,11 @@
 """The Protocols and shared types every layer speaks. No I/O happens here."""
 
-from ._claims import Claim, ClaimFile
+from ._claims import Claim, ClaimFile, ImageMount
 from ._events import JobAction, JobEvent, JobKey, PollConfig, RateLimitHint
+from ._executor import CustomExecutor, ExecutorRequest
 from ._provider import (
     DrivesJob,
+    FollowsCordon,
     Poll,
     Provider,
     RateLimitReporter,
@@ -27,9 +29,13 @@ from ._status import DaemonStatus, JobChange, JobState, JobView, ProviderState, 
 __all__ = [
     "Claim",
     "ClaimFile",
+    "CustomExecutor",
     "DaemonStatus",
     "DrivesJob",
+    "ExecutorRequest",
     "ExitReason",
+    "FollowsCordon",
+    "ImageMount",
     "JobAction",
     "JobChange",
     "JobEvent",

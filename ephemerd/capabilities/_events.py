@@ -13,6 +13,9 @@ class JobAction(enum.Enum):
     """Where a job stands on the forge."""
 
     QUEUED = "queued"
+    # The forge has the job waiting but this daemon does not claim it: it is shown only,
+    # until another component (e.g. GitLab's custom executor) announces it QUEUED here.
+    PENDING = "pending"
     IN_PROGRESS = "in_progress"
     COMPLETED = "completed"
 
@@ -36,7 +39,7 @@ class JobEvent(msgspec.Struct, frozen=True, kw_only=True):
 
     Attributes:
         instance: the provider instance that saw the job (``github``, ``forgejo-eu``...).
-        action: whether the job is queued, running, or done.
+        action: whether the job is queued (or only pending, shown), running, or done.
         job_id: the forge's job id, as a string whatever the forge uses.
         run_id: the workflow run / pipeline the job belongs to, when the forge has one.
         repo: ``owner/name`` or the forge's project path.

@@ -29,6 +29,7 @@ if TYPE_CHECKING:  # only in annotations: keeps `ephemerd status` from importing
 
 __all__ = [
     "DrivesJob",
+    "FollowsCordon",
     "Poll",
     "Provider",
     "RateLimitReporter",
@@ -141,6 +142,17 @@ class RateLimitReporter(Protocol):
     """A provider that knows its forge's quota; the retry ladder waits for the reset."""
 
     def rate_limit_hint(self) -> RateLimitHint | None: ...
+
+
+@runtime_checkable
+class FollowsCordon(Protocol):
+    """A provider that pulls work from its forge, such as Woodpecker's ``Next``.
+
+    The forge assigns work the moment it answers a pull, so the provider must stop pulling
+    the moment the daemon stops claiming (cordon, drain) and may resume on uncordon.
+    """
+
+    def set_cordoned(self, cordoned: bool) -> None: ...
 
 
 @runtime_checkable

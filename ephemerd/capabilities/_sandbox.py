@@ -13,7 +13,7 @@ from typing import Protocol, runtime_checkable
 
 import msgspec
 
-from ._claims import ClaimFile
+from ._claims import ClaimFile, ImageMount
 
 __all__ = [
     "ExitReason",
@@ -54,6 +54,7 @@ class SandboxSpec(msgspec.Struct, frozen=True, kw_only=True):
         mounts: extra host paths mounted into the sandbox, ``host_path -> sandbox_path``
             (read-write; for a workspace).
         labels: free-form labels recorded on every object created for the sandbox.
+        image_mounts: directories of other images mounted read-only.
     """
 
     name: str
@@ -67,6 +68,7 @@ class SandboxSpec(msgspec.Struct, frozen=True, kw_only=True):
     network: str = "default"
     mounts: dict[str, str] = msgspec.field(default_factory=dict[str, str])
     labels: dict[str, str] = msgspec.field(default_factory=dict[str, str])
+    image_mounts: tuple[ImageMount, ...] = ()
 
 
 class ExitReason(enum.Enum):
@@ -128,8 +130,12 @@ class SandboxHandle(Protocol):
         env: Mapping[str, str] | None = None,
         workdir: str | None = None,
         output: OutputSink | None = None,
+        stdin: bytes | None = None,
     ) -> int:
         """Run *argv* inside the running sandbox and return its exit code.
+
+        *stdin*, when given, is the process's standard input (then end-of-file): how a
+        script reaches a shell without being on argv.
 
         Cancellation: the process inside the sandbox is killed before this returns.
         """

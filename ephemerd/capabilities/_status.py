@@ -14,6 +14,7 @@ __all__ = ["DaemonStatus", "JobChange", "JobState", "JobView", "ProviderState", 
 class JobState(enum.Enum):
     """Where a job stands inside ephemerd."""
 
+    PENDING = "pending"  # waiting on the forge, shown only: no slot, not claimed here
     PARKED = "parked"  # accepted, waiting for a concurrency slot
     CLAIMING = "claiming"  # registering a runner on the forge
     STARTING = "starting"  # creating and starting the sandbox
@@ -23,10 +24,14 @@ class JobState(enum.Enum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    ELSEWHERE = "elsewhere"  # a pending job another runner picked up or that ended
 
     @property
     def finished(self) -> bool:
-        return self in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
+        return self in _FINISHED
+
+
+_FINISHED = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED, JobState.ELSEWHERE})
 
 
 class JobView(msgspec.Struct, frozen=True, kw_only=True):

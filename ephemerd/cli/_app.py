@@ -30,9 +30,17 @@ app = App(
 jobs_app = App(name="jobs", help="List, inspect, kill and follow jobs.")
 config_app = App(name="config", help="Inspect the configuration.")
 images_app = App(name="images", help="Pull, import, list and remove sandbox images.")
+gitlab_app = App(
+    name="gitlab-executor",
+    help="The programs gitlab-runner's custom executor calls (config, prepare, run, cleanup).",
+)
 app.command(jobs_app)
 app.command(config_app)
 app.command(images_app)
+app.command(gitlab_app)
+Instance = Annotated[
+    str, Parameter(help="The [gitlab] instance (default: the only one the daemon has).")
+]
 
 
 @app.meta.default
@@ -243,6 +251,58 @@ def images_remove(references: list[str], /, *, opts: Opts) -> int:
     from ._images import images_remove as remove
 
     return remove(opts, references)
+
+
+@gitlab_app.command(name="config")
+def gitlab_config(
+    *,
+    builds_dir: Annotated[str, Parameter(help="Where jobs check out, in the sandbox.")] = "/builds",
+    cache_dir: Annotated[str, Parameter(help="The local cache, in the sandbox.")] = "/cache",
+) -> int:
+    """Print the executor's configuration JSON (builds_dir, cache_dir, driver...)."""
+    from ._gitlab import executor_config
+
+    return executor_config(builds_dir=builds_dir, cache_dir=cache_dir)
+
+
+@gitlab_app.command(name="install")
+def gitlab_install(
+    *,
+    instance: Instance = "",
+    prepare_timeout: Annotated[
+        int, Parameter(help="Seconds gitlab-runner allows prepare (a slot + image pull).")
+    ] = 3600,
+    verify: Annotated[bool, Parameter(help="Check the token with GitLab first.")] = True,
+    opts: Opts,
+) -> int:
+    """Print gitlab-runner's [[runners]] block pointing its custom executor at ephemerd."""
+    from ._gitlab import executor_install
+
+    return executor_install(opts, instance=instance, prepare_timeout=prepare_timeout, verify=verify)
+
+
+@gitlab_app.command(name="prepare")
+def gitlab_prepare(*, instance: Instance = "", opts: Opts) -> int:
+    """Admit the job (CUSTOM_ENV_CI_JOB_ID) and start its sandbox; return once it runs."""
+    from ._gitlab import executor_prepare
+
+    return executor_prepare(opts, instance=instance)
+
+
+@gitlab_app.command(name="run")
+def gitlab_run(script: Path, stage: str, /, *, instance: Instance = "", opts: Opts) -> int:
+    """Run one sub-stage's script inside the job's sandbox."""
+    from ._gitlab import executor_run
+
+    return executor_run(opts, script, stage, instance=instance)
+
+
+@gitlab_app.command(name="cleanup")
+def gitlab_cleanup(*, instance: Instance = "", opts: Opts) -> int:
+    """Destroy the job's sandbox."""
+    from ._gitlab import executor_cleanup
+
+    return executor_cleanup(opts, instance=instance)
 
 
 @app.command

@@ -30,6 +30,7 @@ __all__ = ["WatchState", "render", "watch_jobs"]
 SNAPSHOT_TIMEOUT = 5.0
 
 _STATE_STYLE = {
+    JobState.PENDING: "dim italic",
     JobState.PARKED: "dim",
     JobState.CLAIMING: "cyan",
     JobState.STARTING: "cyan",
@@ -39,6 +40,7 @@ _STATE_STYLE = {
     JobState.SUCCEEDED: "green",
     JobState.FAILED: "bold red",
     JobState.CANCELLED: "magenta",
+    JobState.ELSEWHERE: "dim",
 }
 _PROVIDER_STYLE = {
     ProviderState.STARTING: "cyan",

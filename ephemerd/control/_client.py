@@ -16,7 +16,7 @@ answers is mapped back by ``_status_map`` (``JobNotFound`` ...).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Generic, TypeVar, cast
 
@@ -28,7 +28,14 @@ from ephemerd._errors import ControlError
 from ephemerd._proto.ephemerd import v1 as pb
 from ephemerd.capabilities import DaemonStatus, JobKey, JobView
 
-from ._convert import WatchUpdate, job_from_pb, status_from_pb, update_from_pb
+from ._convert import (
+    StageOutput,
+    WatchUpdate,
+    job_from_pb,
+    output_from_pb,
+    status_from_pb,
+    update_from_pb,
+)
 from ._status_map import check_socket, translate_errors
 
 __all__ = ["ControlClient", "open_control_client", "parse_job_ref"]
@@ -65,9 +72,12 @@ class ControlClient:
         self._path = socket_path
         self._timeout = call_timeout
 
-    async def _call(self, method: Callable[..., Awaitable[T]], request: object) -> T:
+    async def _call(
+        self, method: Callable[..., Awaitable[T]], request: object, *, unbounded: bool = False
+    ) -> T:
         with translate_errors(self._path):
-            return await run_aio(_call_with_deadline, method, request, self._timeout)
+            timeout = None if unbounded else self._timeout
+            return await run_aio(_call_with_deadline, method, request, timeout)
 
     async def status(self) -> DaemonStatus:
         return status_from_pb(await self._call(self._stub.status, pb.StatusRequest()))
@@ -94,6 +104,49 @@ class ControlClient:
 
     async def uncordon(self) -> DaemonStatus:
         return status_from_pb(await self._call(self._stub.uncordon, pb.UncordonRequest()))
+
+    async def executor_prepare(
+        self,
+        job_id: str,
+        *,
+        instance: str = "",
+        variables: Mapping[str, str],
+        job_response: bytes = b"",
+    ) -> JobView:
+        """Admit a custom-executor job; return its view once its sandbox runs.
+
+        Not bounded by the call timeout: a job may wait for a slot (the caller bounds it).
+
+        Raises:
+            Cordoned: the daemon is cordoned or draining.
+            ControlError: anything else that kept the job from running, in one line.
+        """
+        request = pb.ExecutorPrepareRequest(
+            instance=instance, job_id=job_id, variables=dict(variables), job_response=job_response
+        )
+        reply = await self._call(self._stub.executor_prepare, request, unbounded=True)
+        return job_from_pb(reply.job)
+
+    @contextlib.asynccontextmanager
+    async def executor_run(
+        self, job_id: str, *, instance: str = "", script: bytes, stage: str
+    ) -> AsyncGenerator[AsyncIterator[StageOutput]]:
+        """Run one stage's script in the job's sandbox: its output, then its exit code.
+
+        Raises: JobNotFound (while iterating) when the job is not running there.
+        Cancellation: leaving the block ends the call; the daemon kills the script.
+        """
+        request = pb.ExecutorRunRequest(
+            instance=instance, job_id=job_id, script=script, stage=stage
+        )
+        async with self._stream(self._stub.executor_run(request)) as messages:
+            yield _Mapped(messages, output_from_pb)
+
+    async def executor_cleanup(self, job_id: str, *, instance: str = "") -> bool:
+        """End the job; return once its sandbox is gone. Whether the daemon knew the job."""
+        request = pb.ExecutorCleanupRequest(instance=instance, job_id=job_id)
+        reply = await self._call(self._stub.executor_cleanup, request, unbounded=True)
+        return reply.known
 
     @contextlib.asynccontextmanager
     async def job_logs(
@@ -144,7 +197,7 @@ def _chunk_data(chunk: pb.LogChunk) -> bytes:
 
 
 async def _call_with_deadline(
-    method: Callable[..., Awaitable[T]], request: object, seconds: float
+    method: Callable[..., Awaitable[T]], request: object, seconds: float | None
 ) -> T:
     return await method(request, timeout=seconds)
 

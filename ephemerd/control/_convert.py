@@ -23,11 +23,13 @@ from ephemerd.capabilities import (
 )
 
 __all__ = [
+    "StageOutput",
     "WatchUpdate",
     "change_from_pb",
     "change_to_pb",
     "job_from_pb",
     "job_to_pb",
+    "output_from_pb",
     "provider_from_pb",
     "provider_to_pb",
     "status_from_pb",
@@ -179,3 +181,25 @@ def update_from_pb(message: pb.JobUpdate) -> WatchUpdate:
         changes=tuple(change_from_pb(c) for c in message.changes),
         status=status_from_pb(message.status),
     )
+
+
+class StageOutput(msgspec.Struct, frozen=True, kw_only=True):
+    """One message of a custom-executor stage: a chunk of output, or the script's end.
+
+    Attributes:
+        stream: ``"stdout"`` or ``"stderr"`` for a chunk; ``""`` for the end.
+        data: the chunk.
+        exit_code: the script's exit code, on the last message only.
+    """
+
+    stream: str = ""
+    data: bytes = b""
+    exit_code: int | None = None
+
+
+def output_from_pb(message: pb.ExecutorOutput) -> StageOutput:
+    if message.exited:
+        return StageOutput(exit_code=message.exit_code)
+    if message.stderr:
+        return StageOutput(stream="stderr", data=message.stderr)
+    return StageOutput(stream="stdout", data=message.stdout)

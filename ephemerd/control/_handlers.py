@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TypeVar
 
 import grpclib.const
@@ -26,9 +26,10 @@ import trio
 from ephemerd._aio import run_aio, run_trio_from_aio
 from ephemerd._errors import ControlError, EphemerdError, JobNotFound
 from ephemerd._proto.ephemerd import v1 as pb
-from ephemerd.capabilities import DaemonStatus, JobKey
+from ephemerd.capabilities import CustomExecutor, DaemonStatus, JobKey
 
 from ._convert import job_to_pb, status_to_pb, update_to_pb
+from ._executor import ExecutorBodies
 from ._status_map import error_to_grpc
 from ._target import ControlTarget
 
@@ -75,10 +76,16 @@ def _first_leaf(group: ExceptionGroup[EphemerdError]) -> EphemerdError:
 
 
 class ControlService:
-    """The gRPC face of a ``ControlTarget``; pass it to a grpclib ``Server``."""
+    """The gRPC face of a ``ControlTarget``; pass it to a grpclib ``Server``.
 
-    def __init__(self, target: ControlTarget) -> None:
+    *executors* (instance name to ``CustomExecutor``) serve ``ephemerd gitlab-executor``.
+    """
+
+    def __init__(
+        self, target: ControlTarget, executors: Mapping[str, CustomExecutor] | None = None
+    ) -> None:
         self._target = target
+        self._executor = ExecutorBodies(target, executors or {})
 
     def __mapping__(self) -> dict[str, grpclib.const.Handler]:
         unary, streaming = self._unary, self._streaming
@@ -92,8 +99,27 @@ class ControlService:
                 unary("Cordon", self._cordon, pb.CordonRequest, pb.StatusResponse),
                 unary("Uncordon", self._uncordon, pb.UncordonRequest, pb.StatusResponse),
                 streaming("WatchJobs", self._watch_jobs, pb.WatchJobsRequest, pb.JobUpdate),
+                *self._executor_handlers(),
             ]
         )
+
+    def _executor_handlers(self) -> list[tuple[str, grpclib.const.Handler]]:
+        bodies = self._executor
+        return [
+            self._unary(
+                "ExecutorPrepare",
+                bodies.prepare,
+                pb.ExecutorPrepareRequest,
+                pb.ExecutorPrepareResponse,
+            ),
+            self._streaming("ExecutorRun", bodies.run, pb.ExecutorRunRequest, pb.ExecutorOutput),
+            self._unary(
+                "ExecutorCleanup",
+                bodies.cleanup,
+                pb.ExecutorCleanupRequest,
+                pb.ExecutorCleanupResponse,
+            ),
+        ]
 
     # -- the asyncio side: decode, cross into Trio, map errors ---------------------------
 

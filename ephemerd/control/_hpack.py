@@ -1,10 +1,11 @@
-"""An HPACK (RFC 7541) header-block decoder, for the quick ``Status`` client only.
+"""An HPACK (RFC 7541) header-block decoder, for the quick control client only.
 
 The ``hpack`` package costs ~12 ms to import (it pulls in ``logging``), a good part of
-what ``ephemerd status`` may spend above the interpreter's own start. This is the
-decoding half alone: static and dynamic tables, every field representation, table size
-updates and Huffman-coded strings. The Huffman code is canonical, so 257 code lengths
-are the whole table. Tests compare it with ``hpack``'s encoder.
+what a quick command (``ephemerd status``, a gitlab-executor stage) may spend above the
+interpreter's own start. This is the decoding half alone: static and dynamic tables,
+every field representation, table size updates and Huffman-coded strings. The Huffman
+code is canonical, so 257 code lengths are the whole table. Tests compare it with
+``hpack``'s encoder.
 """
 
 from __future__ import annotations

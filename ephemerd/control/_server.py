@@ -19,7 +19,7 @@ import os
 import socket
 import stat
 import weakref
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Mapping
 from pathlib import Path
 
 import grpclib.server
@@ -28,6 +28,7 @@ from grpclib.protocol import H2Protocol
 
 from ephemerd._aio import open_aio_loop, run_aio
 from ephemerd._errors import ControlError, DaemonAlreadyRunning, EphemerdError
+from ephemerd.capabilities import CustomExecutor
 
 from ._client import open_control_client
 from ._handlers import ControlService
@@ -44,8 +45,16 @@ _MAX_UNIX_PATH = 107  # sun_path is 108 bytes with the terminating NUL
 
 
 @contextlib.asynccontextmanager
-async def open_control_server(target: ControlTarget, *, socket_path: Path) -> AsyncGenerator[Path]:
+async def open_control_server(
+    target: ControlTarget,
+    *,
+    socket_path: Path,
+    executors: Mapping[str, CustomExecutor] | None = None,
+) -> AsyncGenerator[Path]:
     """Serve *target* on the unix socket *socket_path* for the block's duration.
+
+    *executors* (provider instance name to ``CustomExecutor``) answer the custom-executor
+    RPCs of ``ephemerd gitlab-executor``.
 
     Yields the socket path once clients can connect.
 
@@ -63,7 +72,7 @@ async def open_control_server(target: ControlTarget, *, socket_path: Path) -> As
     identity = os.stat(socket_path)
     try:
         async with open_aio_loop():
-            server = await run_aio(_start, ControlService(target), sock)
+            server = await run_aio(_start, ControlService(target, executors), sock)
             try:
                 log.info("control socket listening on %s", socket_path)
                 yield socket_path

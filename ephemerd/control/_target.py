@@ -8,7 +8,7 @@ from typing import Protocol
 
 import trio
 
-from ephemerd.capabilities import DaemonStatus, JobChange, JobKey, JobView
+from ephemerd.capabilities import DaemonStatus, JobChange, JobEvent, JobKey, JobView
 
 __all__ = ["ControlTarget"]
 
@@ -43,6 +43,10 @@ class ControlTarget(Protocol):
 
     async def wait_job_finished(self, key: JobKey) -> None:
         """Return once the job reached a finished state. Raises: JobNotFound."""
+        ...
+
+    def submit_nowait(self, event: JobEvent) -> None:
+        """Apply one forge event now, as a webhook delivery is (a custom executor's prepare)."""
         ...
 
     def cordon(self) -> DaemonStatus: ...

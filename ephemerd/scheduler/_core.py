@@ -16,6 +16,7 @@ import trio
 from ephemerd._errors import SchedulerError
 from ephemerd.capabilities import (
     DrivesJob,
+    FollowsCordon,
     JobChange,
     JobState,
     JobView,
@@ -94,6 +95,13 @@ class Core:
     @property
     def cordoned(self) -> bool:
         return self.admission.cordoned
+
+    def set_cordoned(self, cordoned: bool) -> None:
+        """Claim no new jobs (or claim again), and tell the providers that pull work."""
+        self.admission.cordoned = cordoned
+        for provider in self.providers.values():
+            if isinstance(provider, FollowsCordon):
+                provider.set_cordoned(cordoned)
 
     def reports_runner_names(self, instance: str) -> bool:
         return instance in self._name_reporters

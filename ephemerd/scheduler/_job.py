@@ -283,6 +283,7 @@ def _spec(core: Core, record: JobRecord, claim: Claim, *, image: str, drives: bo
         argv=options.keepalive_argv if drives else claim.entrypoint,
         env=dict(claim.env),
         files=claim.files,
+        image_mounts=claim.image_mounts,
         workdir=claim.workdir,
         hostname=name[:63].rstrip("._-"),
         limits=options.limits,

@@ -35,6 +35,9 @@ class SchedulerOptions(msgspec.Struct, frozen=True, kw_only=True):
         poll_interval: seconds between polls, handed to every polling provider.
         finished_retention: finished jobs stay visible this long...
         finished_keep: ...and at most this many of them.
+        pending_retention: a job shown pending (waiting on the forge, not claimed here) is
+            forgotten when no event mentioned it for this long...
+        pending_keep: ...and at most this many are shown, the oldest forgotten first.
         rate_limit_margin: extra seconds waited after a forge's rate-limit reset.
         rate_limit_jitter: up to this many random seconds added on top of the margin.
         rate_hint_max_age: a rate-limit hint older than this is ignored.
@@ -60,6 +63,8 @@ class SchedulerOptions(msgspec.Struct, frozen=True, kw_only=True):
     poll_interval: float = 30.0
     finished_retention: float = 600.0
     finished_keep: int = 200
+    pending_retention: float = 3600.0
+    pending_keep: int = 1000
     rate_limit_margin: float = 5.0
     rate_limit_jitter: float = 20.0
     rate_hint_max_age: float = 300.0

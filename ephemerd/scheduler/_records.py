@@ -1,7 +1,9 @@
 """One ``JobRecord`` per job, and the table that holds them.
 
 The original kept seven parallel maps keyed by job; here everything known about a job
-lives on its record, and the table indexes records by key and by runner name.
+lives on its record, and the table indexes records by key and by runner name. Pending
+records (jobs the forge has waiting that this daemon only shows) sit apart from the live
+ones: they hold no slot, count as no work, and an admission of the same key replaces them.
 """
 
 from __future__ import annotations
@@ -61,6 +63,14 @@ class JobRecord:
         self.park_scope: trio.CancelScope | None = None  # waiting for a slot or a retry
         self.attempt_scope: trio.CancelScope | None = None  # one claim-and-run attempt
         self.finished = trio.Event()
+        self.seen_at = now  # Trio time of the last event that kept a pending record
+
+    @classmethod
+    def pending(cls, event: JobEvent, *, kind: str, queued_at: float, now: float) -> JobRecord:
+        """A display-only record of a job the forge has waiting, not claimed here."""
+        record = cls(event, kind=kind, queued_at=queued_at, now=now)
+        record.state = JobState.PENDING
+        return record
 
     @property
     def live(self) -> bool:
@@ -74,6 +84,10 @@ class JobRecord:
     def log_path(self) -> Path | None:
         return self.handle.log_path if self.handle is not None else None
 
+    @property
+    def _elsewhere_runner(self) -> str:
+        return self.started_on if self.state is JobState.ELSEWHERE else ""
+
     def view(self, runner_of: Callable[[JobKey], str]) -> JobView:
         """The operator's view; the runner shown is the one really running the job."""
         event = self.event
@@ -84,7 +98,7 @@ class JobRecord:
             repo=event.repo,
             job_name=event.job_name,
             run_id=event.run_id,
-            runner_name=runner_of(self.key),
+            runner_name=runner_of(self.key) or self._elsewhere_runner,
             sandbox=self.sandbox_name,
             image=self.image,
             labels=event.labels,
@@ -102,6 +116,7 @@ class JobTable:
     def __init__(self) -> None:
         self._live: dict[JobKey, JobRecord] = {}
         self._finished: dict[JobKey, JobRecord] = {}
+        self._pending: dict[JobKey, JobRecord] = {}  # shown only; never in _live
         self._runners: dict[tuple[str, str], JobRecord] = {}
         self._bound: dict[JobKey, JobRecord] = {}  # job -> our record whose runner runs it
         self.maybe_spares: set[JobRecord] = set()  # runners whose job another runner took
@@ -119,12 +134,40 @@ class JobTable:
     def live(self, key: JobKey) -> JobRecord | None:
         return self._live.get(key)
 
+    @property
+    def pending_count(self) -> int:
+        return len(self._pending)
+
     def get(self, key: JobKey) -> JobRecord | None:
-        return self._live.get(key) or self._finished.get(key)
+        return self._live.get(key) or self._pending.get(key) or self._finished.get(key)
 
     def add(self, record: JobRecord) -> None:
+        """Track an admitted record; it replaces a pending or finished one of its key."""
         self._live[record.key] = record
+        self._pending.pop(record.key, None)
         self._finished.pop(record.key, None)
+
+    def pending(self, key: JobKey) -> JobRecord | None:
+        return self._pending.get(key)
+
+    def add_pending(self, record: JobRecord) -> None:
+        self._pending[record.key] = record
+
+    def end_pending(self, record: JobRecord) -> None:
+        """Move a pending record, now finished, to the finished ones."""
+        if self._pending.get(record.key) is record:
+            del self._pending[record.key]
+            self._finished[record.key] = record
+
+    def expire_pending(self, *, seen_before: float, keep: int) -> list[JobRecord]:
+        """Forget pending records not seen since *seen_before* (Trio time), and the oldest
+        beyond *keep*; return them (for watchers)."""
+        ordered = sorted(self._pending.values(), key=lambda r: r.seen_at)
+        surplus = max(0, len(ordered) - keep)
+        gone = [r for i, r in enumerate(ordered) if i < surplus or r.seen_at < seen_before]
+        for record in gone:
+            del self._pending[record.key]
+        return gone
 
     def bind_runner(self, record: JobRecord, runner_name: str) -> None:
         if record.runner_name:
@@ -169,7 +212,7 @@ class JobTable:
                 yield record
 
     def all_records(self) -> list[JobRecord]:
-        return [*self._finished.values(), *self._live.values()]
+        return [*self._finished.values(), *self._pending.values(), *self._live.values()]
 
     def prune_finished(self, *, older_than: float, keep: int) -> list[JobRecord]:
         """Forget finished records past the retention; return them (for watchers)."""

@@ -1,5 +1,7 @@
 """What each forge event does: admit a queued job, bind a runner, tear one down.
 
+A pending event only shows the job (see ``_pending``); a later queued event admits it.
+
 Runners are fungible: a forge may give the runner dispatched for job A to job B. When the
 provider reports runner names, in_progress binds the named runner to the job and
 completed tears down *the named runner*, not the one dispatched for the job.
@@ -17,6 +19,7 @@ from ephemerd.capabilities import JobAction, JobEvent, JobState
 from ._admission import Verdict
 from ._core import Core
 from ._observer import EventSource
+from ._pending import end_pending, show_pending
 from ._records import JobRecord
 from ._spares import retire_spares
 
@@ -49,10 +52,14 @@ def route_event(
     match event.action:
         case JobAction.QUEUED:
             _queued(core, event, spawn)
+        case JobAction.PENDING:
+            show_pending(core, event)
         case JobAction.IN_PROGRESS:
             _in_progress(core, event)
+            end_pending(core, event)
         case JobAction.COMPLETED:
             _completed(core, event)
+            end_pending(core, event)
 
 
 def _queued(core: Core, event: JobEvent, spawn: Callable[[JobRecord], None]) -> None:

@@ -43,6 +43,7 @@ from ._journal import Journal
 from ._metrics import SchedulerStatistics
 from ._observer import EventSource, SchedulerObserver
 from ._options import SchedulerOptions
+from ._pending import expire_pending
 from ._records import JobRecord
 from ._routing import route_event
 from ._supervise import supervise_poll
@@ -192,6 +193,7 @@ class Scheduler:
         while True:
             await trio.sleep(_HOUSEKEEPING_INTERVAL)
             core.admission.prune(trio.current_time())
+            expire_pending(core)
             self._prune_finished()
 
     def _prune_finished(self) -> None:
@@ -252,7 +254,7 @@ class Scheduler:
             self.stop_now()
         else:
             core.draining = True
-            core.admission.cordoned = True
+            core.set_cordoned(True)
             core.wake_parked()
             if self._intake is not None:
                 self._intake.cancel()
@@ -272,7 +274,7 @@ class Scheduler:
         """Cancel every job now (teardown still runs) and stop intake."""
         core = self._core
         core.draining = True
-        core.admission.cordoned = True
+        core.set_cordoned(True)
         if self._intake is not None:
             self._intake.cancel()
         for record in core.table.live_records():
@@ -317,7 +319,7 @@ class Scheduler:
         )
 
     def jobs(self) -> list[JobView]:
-        """Every tracked job, parked, running and recently finished, oldest first."""
+        """Every tracked job, pending, parked, running and recently finished, oldest first."""
         records = sorted(self._core.table.all_records(), key=lambda r: r.admitted_at)
         return [self._core.view(r) for r in records]
 
@@ -331,8 +333,12 @@ class Scheduler:
         return self._core.view(self._record(key))
 
     async def kill_job(self, key: JobKey) -> JobView:
-        """Cancel the job and wait for its teardown. Raises: JobNotFound."""
-        record = self._record(key)
+        """Cancel the job and wait for its teardown.
+
+        Raises:
+            JobNotFound: no such job, or it is only pending on the forge (nothing runs here).
+        """
+        record = self._pending_refused(self._record(key))
         if record.live:
             record.detail = "killed by the operator"
             record.scope.cancel()
@@ -343,14 +349,21 @@ class Scheduler:
         return self._record(key).log_path
 
     async def wait_job_finished(self, key: JobKey) -> None:
-        await self._record(key).finished.wait()
+        """Raises: JobNotFound: no such job, or it is only pending on the forge."""
+        await self._pending_refused(self._record(key)).finished.wait()
+
+    @staticmethod
+    def _pending_refused(record: JobRecord) -> JobRecord:
+        if record.state is JobState.PENDING:
+            raise JobNotFound(f"job {record.key} is only pending on the forge; nothing runs here")
+        return record
 
     def cordon(self) -> DaemonStatus:
         """Stop claiming now; parked and retrying jobs are abandoned, running ones go on."""
         core = self._core
         if not core.cordoned:
             log.info("cordoned: claiming no new jobs")
-        core.admission.cordoned = True
+        core.set_cordoned(True)
         core.wake_parked()
         return self.status()
 
@@ -365,7 +378,7 @@ class Scheduler:
             raise Cordoned("the daemon is draining; it cannot be uncordoned")
         if core.cordoned:
             log.info("uncordoned: claiming jobs again")
-        core.admission.cordoned = False
+        core.set_cordoned(False)
         return self.status()
 
     def watch(self) -> AbstractAsyncContextManager[trio.MemoryReceiveChannel[list[JobChange]]]:

@@ -239,3 +239,13 @@ async def test_watch_exits_1_when_the_daemon_is_not_running(tmp_path: Path) -> N
     )
     assert result.returncode == 1
     assert result.stderr.decode().startswith("error: ephemerd is not running")
+
+
+def test_every_job_state_has_a_style_and_pending_jobs_show() -> None:
+    from ephemerd.cli._tui import _STATE_STYLE  # pyright: ignore[reportPrivateUsage]
+
+    assert set(_STATE_STYLE) == set(JobState)
+    pending = _job("gitlab", "5001", JobState.PENDING, repo="acme/tools/app", job_name="build")
+    update = WatchUpdate(snapshot=True, changes=(JobChange(job=pending),), status=_status())
+    text = _frame(_replay([update]))
+    assert "pending" in text and "acme/tools/app" in text and "build" in text

@@ -30,6 +30,7 @@ from ephemerd._errors import JobNotFound
 from ephemerd.capabilities import (
     DaemonStatus,
     JobChange,
+    JobEvent,
     JobKey,
     JobState,
     JobView,
@@ -52,6 +53,7 @@ class FakeTarget:
         self._watchers_changed = trio.Event()
         self.cordoned_event = trio.Event()
         self.killed: list[JobKey] = []
+        self.submitted: list[JobEvent] = []
         self._subscribers: set[trio.MemorySendChannel[list[JobChange]]] = set()
         self._finished: dict[JobKey, trio.Event] = {}
         self.providers = (
@@ -179,6 +181,9 @@ class FakeTarget:
     async def wait_job_finished(self, key: JobKey) -> None:
         self.job(key)
         await self._finished[key].wait()
+
+    def submit_nowait(self, event: JobEvent) -> None:
+        self.submitted.append(event)  # admits nothing: no test here runs executor jobs
 
     def cordon(self) -> DaemonStatus:
         self.cordoned = True

@@ -40,6 +40,14 @@ async def test_jobs_round_trip_every_field(sock: Path, target: FakeTarget) -> No
         assert await client.job("github/7") == view
 
 
+async def test_every_job_state_crosses_the_wire(sock: Path, target: FakeTarget) -> None:
+    for n, state in enumerate(JobState):
+        target.add("gitlab", str(n), state=state)
+    async with open_control_client(sock) as client:
+        got = {j.key.job_id: j.state for j in await client.jobs()}
+    assert got == {str(n): state for n, state in enumerate(JobState)}
+
+
 async def test_finished_job_keeps_exit_code(sock: Path, target: FakeTarget) -> None:
     view = target.add("github", "8")
     target.finish(view.key, JobState.FAILED)

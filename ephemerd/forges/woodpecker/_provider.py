@@ -13,9 +13,9 @@ poll worker takes one before ``Next`` and the token stays with the workflow unti
 ``Done`` (or given up), so ``Next`` calls plus unfinished workflows never exceed the
 capacity. The scheduler's own slots are shared with other providers; while a workflow
 waits there, the provider keeps extending its lease. A workflow the scheduler does not
-claim within ``claim_timeout`` (cordoned, draining) is let go: its lease is no longer
-extended and the server requeues it; that worker then pauses as long before its next
-``Next``, so a cordoned daemon does not keep taking workflows.
+claim within ``claim_timeout`` is let go: its lease is no longer extended and the server
+requeues it; that worker then pauses as long before its next ``Next``. A cordon or drain
+withdraws every ``Next`` at once (``FollowsCordon``) and lets go of unclaimed workflows.
 
 The agent secret or token stays in this process: claims carry no files and no
 environment, and steps get only the payload's environment.
@@ -73,7 +73,7 @@ class _Held(msgspec.Struct, kw_only=True):
 class WoodpeckerProvider:
     """One Woodpecker server, spoken to as an agent. Make it with ``open_woodpecker_provider``.
 
-    Satisfies ``Provider``, ``Poll`` and ``DrivesJob``.
+    Satisfies ``Provider``, ``Poll``, ``DrivesJob`` and ``FollowsCordon``.
     """
 
     kind = "woodpecker"
@@ -88,6 +88,9 @@ class WoodpeckerProvider:
         self._held: dict[str, _Held] = {}
         self._agent = Agent(options, client)
         self._events: trio.MemorySendChannel[JobEvent] | None = None
+        self._accepting = trio.Event()
+        self._accepting.set()
+        self._next_calls: set[trio.CancelScope] = set()
 
     def __repr__(self) -> str:
         return f"WoodpeckerProvider({self._options.name!r}, server={self._options.server!r})"
@@ -140,10 +143,21 @@ class WoodpeckerProvider:
         client, options = self._client, self._options
         request = pb.NextRequest(filter=pb.Filter(labels=self._agent.labels()))
         while True:
+            await self._accepting.wait()
             await self._tokens.acquire()
             handed = False
+            reply: pb.NextResponse | None = None
             try:
-                reply = await client.call_retrying(client.stub.next, request, what="Next")
+                with trio.CancelScope() as call:
+                    self._next_calls.add(call)
+                    if not self._accepting.is_set():
+                        call.cancel()
+                    try:
+                        reply = await client.call_retrying(client.stub.next, request, what="Next")
+                    finally:
+                        self._next_calls.discard(call)
+                if reply is None:  # withdrawn: the daemon was cordoned
+                    continue
                 workflow = reply.workflow
                 if not workflow.id:
                     await trio.sleep(_EMPTY_NEXT_PAUSE)
@@ -239,6 +253,27 @@ class WoodpeckerProvider:
             self._held.pop(held.id, None)
             held.done.set()
             self._tokens.release()
+
+    # -- FollowsCordon -------------------------------------------------------------------
+
+    def set_cordoned(self, cordoned: bool) -> None:
+        """Stop (or resume) asking the server for workflows along with the daemon's claiming.
+
+        A ``Next`` under way is cancelled: the server assigns a workflow the moment it
+        answers, and a cordoned daemon would not run it. Workflows held but not claimed
+        are let go at their next lease extension instead of after ``claim_timeout``.
+        """
+        if not cordoned:
+            self._accepting.set()
+            return
+        if self._accepting.is_set():
+            self._accepting = trio.Event()
+        for call in self._next_calls:
+            call.cancel()
+        now = trio.current_time()
+        for held in self._held.values():
+            if not held.claimed:
+                held.deadline = min(held.deadline, now)
 
     # -- Provider ------------------------------------------------------------------------
 

@@ -46,21 +46,24 @@ async def test_a_drain_stops_next_and_lets_the_running_workflow_finish(
     assert state.running("73") is None
 
 
-async def test_a_cordoned_daemon_lets_workflows_go_back_and_takes_them_after_uncordon(
+async def test_a_cordoned_daemon_stops_asking_for_workflows_until_uncordoned(
     tmp_path: Path,
 ) -> None:
     async with open_fake_woodpecker(agent_secret=SECRET, lease=0.3) as fake:
         state = fake.state
         rig = Rig(tmp_path, fake)
         try:
-            async with rig.running(max_concurrent=1, claim_timeout=0.3) as (scheduler, _p):
+            async with rig.running(max_concurrent=2, claim_timeout=0.3) as (scheduler, _p):
+                await state.wait_polling(2)
                 scheduler.cordon()
+                with trio.fail_after(10):
+                    await state.wait_polling(0)  # the long polls are withdrawn at once
                 state.enqueue("74", payload(step("a", entrypoint=["exit", "0"])))
-                await state.wait_requeued("74")
-                assert rig.sandbox.created == []
+                assert [w.id for w in state.queue] == ["74"]
                 scheduler.uncordon()
                 await state.wait_done("74")
                 await scheduler.wait_job_finished(JobKey("wp", "74"))
                 assert scheduler.job(JobKey("wp", "74")).state is JobState.SUCCEEDED
         finally:
             rig.journal.close()
+    assert state.requeued == []  # taken once, after the uncordon, and run

@@ -34,6 +34,8 @@ class JobState(betterproto.Enum):
     SUCCEEDED = 7
     FAILED = 8
     CANCELLED = 9
+    PENDING = 10
+    ELSEWHERE = 11
 
 
 class ProviderState(betterproto.Enum):
@@ -170,6 +172,64 @@ class JobUpdate(betterproto.Message):
 
     changes: List["JobChange"] = betterproto.message_field(2)
     status: "StatusResponse" = betterproto.message_field(3)
+
+
+@dataclass(eq=False, repr=False)
+class ExecutorPrepareRequest(betterproto.Message):
+    instance: str = betterproto.string_field(1)
+    """
+    The provider instance; empty means the only one that takes executor calls.
+    """
+
+    job_id: str = betterproto.string_field(2)
+    variables: Dict[str, str] = betterproto.map_field(
+        3, betterproto.TYPE_STRING, betterproto.TYPE_STRING
+    )
+    """The job's variables without the CUSTOM_ENV_ prefix."""
+
+    job_response: bytes = betterproto.bytes_field(4)
+    """The content of JOB_RESPONSE_FILE."""
+
+
+@dataclass(eq=False, repr=False)
+class ExecutorPrepareResponse(betterproto.Message):
+    job: "Job" = betterproto.message_field(1)
+
+
+@dataclass(eq=False, repr=False)
+class ExecutorRunRequest(betterproto.Message):
+    instance: str = betterproto.string_field(1)
+    job_id: str = betterproto.string_field(2)
+    script: bytes = betterproto.bytes_field(3)
+    """
+    The script gitlab-runner wrote for this stage; fed to the shell on stdin.
+    """
+
+    stage: str = betterproto.string_field(4)
+
+
+@dataclass(eq=False, repr=False)
+class ExecutorOutput(betterproto.Message):
+    stdout: bytes = betterproto.bytes_field(1)
+    stderr: bytes = betterproto.bytes_field(2)
+    exited: bool = betterproto.bool_field(3)
+    """The last message: the script ended with exit_code."""
+
+    exit_code: int = betterproto.int32_field(4)
+
+
+@dataclass(eq=False, repr=False)
+class ExecutorCleanupRequest(betterproto.Message):
+    instance: str = betterproto.string_field(1)
+    job_id: str = betterproto.string_field(2)
+
+
+@dataclass(eq=False, repr=False)
+class ExecutorCleanupResponse(betterproto.Message):
+    known: bool = betterproto.bool_field(1)
+    """Whether the daemon knew the job (false for a second cleanup)."""
+
+    job: "Job" = betterproto.message_field(2)
 
 
 class ControlStub(betterproto.ServiceStub):
@@ -311,6 +371,58 @@ class ControlStub(betterproto.ServiceStub):
         ):
             yield response
 
+    async def executor_prepare(
+        self,
+        executor_prepare_request: "ExecutorPrepareRequest",
+        *,
+        timeout: Optional[float] = None,
+        deadline: Optional["Deadline"] = None,
+        metadata: Optional["MetadataLike"] = None
+    ) -> "ExecutorPrepareResponse":
+        return await self._unary_unary(
+            "/ephemerd.v1.Control/ExecutorPrepare",
+            executor_prepare_request,
+            ExecutorPrepareResponse,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
+    async def executor_run(
+        self,
+        executor_run_request: "ExecutorRunRequest",
+        *,
+        timeout: Optional[float] = None,
+        deadline: Optional["Deadline"] = None,
+        metadata: Optional["MetadataLike"] = None
+    ) -> AsyncIterator[ExecutorOutput]:
+        async for response in self._unary_stream(
+            "/ephemerd.v1.Control/ExecutorRun",
+            executor_run_request,
+            ExecutorOutput,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        ):
+            yield response
+
+    async def executor_cleanup(
+        self,
+        executor_cleanup_request: "ExecutorCleanupRequest",
+        *,
+        timeout: Optional[float] = None,
+        deadline: Optional["Deadline"] = None,
+        metadata: Optional["MetadataLike"] = None
+    ) -> "ExecutorCleanupResponse":
+        return await self._unary_unary(
+            "/ephemerd.v1.Control/ExecutorCleanup",
+            executor_cleanup_request,
+            ExecutorCleanupResponse,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
 
 class ControlBase(ServiceBase):
 
@@ -345,6 +457,22 @@ class ControlBase(ServiceBase):
     ) -> AsyncIterator[JobUpdate]:
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
         yield JobUpdate()
+
+    async def executor_prepare(
+        self, executor_prepare_request: "ExecutorPrepareRequest"
+    ) -> "ExecutorPrepareResponse":
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+
+    async def executor_run(
+        self, executor_run_request: "ExecutorRunRequest"
+    ) -> AsyncIterator[ExecutorOutput]:
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+        yield ExecutorOutput()
+
+    async def executor_cleanup(
+        self, executor_cleanup_request: "ExecutorCleanupRequest"
+    ) -> "ExecutorCleanupResponse":
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
 
     async def __rpc_status(
         self, stream: "grpclib.server.Stream[StatusRequest, StatusResponse]"
@@ -408,6 +536,32 @@ class ControlBase(ServiceBase):
             request,
         )
 
+    async def __rpc_executor_prepare(
+        self,
+        stream: "grpclib.server.Stream[ExecutorPrepareRequest, ExecutorPrepareResponse]",
+    ) -> None:
+        request = await stream.recv_message()
+        response = await self.executor_prepare(request)
+        await stream.send_message(response)
+
+    async def __rpc_executor_run(
+        self, stream: "grpclib.server.Stream[ExecutorRunRequest, ExecutorOutput]"
+    ) -> None:
+        request = await stream.recv_message()
+        await self._call_rpc_handler_server_stream(
+            self.executor_run,
+            stream,
+            request,
+        )
+
+    async def __rpc_executor_cleanup(
+        self,
+        stream: "grpclib.server.Stream[ExecutorCleanupRequest, ExecutorCleanupResponse]",
+    ) -> None:
+        request = await stream.recv_message()
+        response = await self.executor_cleanup(request)
+        await stream.send_message(response)
+
     def __mapping__(self) -> Dict[str, grpclib.const.Handler]:
         return {
             "/ephemerd.v1.Control/Status": grpclib.const.Handler(
@@ -457,5 +611,23 @@ class ControlBase(ServiceBase):
                 grpclib.const.Cardinality.UNARY_STREAM,
                 WatchJobsRequest,
                 JobUpdate,
+            ),
+            "/ephemerd.v1.Control/ExecutorPrepare": grpclib.const.Handler(
+                self.__rpc_executor_prepare,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                ExecutorPrepareRequest,
+                ExecutorPrepareResponse,
+            ),
+            "/ephemerd.v1.Control/ExecutorRun": grpclib.const.Handler(
+                self.__rpc_executor_run,
+                grpclib.const.Cardinality.UNARY_STREAM,
+                ExecutorRunRequest,
+                ExecutorOutput,
+            ),
+            "/ephemerd.v1.Control/ExecutorCleanup": grpclib.const.Handler(
+                self.__rpc_executor_cleanup,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                ExecutorCleanupRequest,
+                ExecutorCleanupResponse,
             ),
         }
