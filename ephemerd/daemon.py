@@ -305,7 +305,11 @@ async def _open_provider(provider: ProviderConfig, config: Config) -> AsyncGener
             from ephemerd.forges.gitlab import options_from_config as gitlab_options
 
             options = gitlab_options(
-                provider, runner_labels=config.runner.labels, data_dir=config.data_dir
+                provider,
+                runner_labels=config.runner.labels,
+                data_dir=config.data_dir,
+                config_file=config.source,
+                max_concurrent=config.runner.max_concurrent,
             )
             async with open_gitlab_provider(options) as gitlab:
                 yield gitlab

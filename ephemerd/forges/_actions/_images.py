@@ -10,6 +10,10 @@ a job of the warm pool (its runner takes whatever job the server hands it, so th
 unknown until then), an image written as an expression (warned), a file that is gone or
 unreadable (warned). A forge that is down or rate-limiting raises instead, so the claim
 is retried rather than the job run in the wrong image.
+
+Only a job handle (Forgejo >= 15, ``one-job --handle``) binds a runner to its job. A
+runner registered the Gitea way fetches whichever waiting job its labels fit, so two
+jobs with the same ``runs-on`` queued at once may swap sandboxes, and with them images.
 """
 
 from __future__ import annotations

@@ -8,7 +8,14 @@ import msgspec
 
 from ephemerd._errors import ConfigError
 
-__all__ = ["BUILDS_DIR", "CACHE_DIR", "DEFAULT_IMAGE", "SHELL_ARGV", "GitLabOptions"]
+__all__ = [
+    "BUILDS_DIR",
+    "CACHE_DIR",
+    "DEFAULT_IMAGE",
+    "SHELL_ARGV",
+    "GitLabOptions",
+    "SupervisedRunner",
+]
 
 BUILDS_DIR = "/builds"
 CACHE_DIR = "/cache"
@@ -25,6 +32,26 @@ echo "ephemerd: no shell found in the job's image" >&2
 exit 1
 """
 SHELL_ARGV: tuple[str, ...] = ("sh", "-c", _DETECT)
+
+
+class SupervisedRunner(msgspec.Struct, frozen=True, kw_only=True):
+    """gitlab-runner run as the provider's child, and the config ephemerd writes for it.
+
+    Attributes:
+        binary: the gitlab-runner executable.
+        config_file: gitlab-runner's ``config.toml``, written (0600) at start-up.
+        ephemerd_executable: the absolute path the executor stages run.
+        data_dir: ephemerd's data dir, passed to every stage (its control socket).
+        ephemerd_config: ephemerd's config file, passed to every stage when not the default.
+        concurrent: gitlab-runner's ``concurrent``: jobs it runs at once.
+    """
+
+    binary: str
+    config_file: Path
+    ephemerd_executable: str
+    data_dir: Path
+    ephemerd_config: Path | None = None
+    concurrent: int = 1
 
 
 class GitLabOptions(msgspec.Struct, frozen=True, kw_only=True):
@@ -45,6 +72,8 @@ class GitLabOptions(msgspec.Struct, frozen=True, kw_only=True):
         webhook_token: ``X-Gitlab-Token`` of Job Hook deliveries; set, the provider also
             receives them (``/webhook/<name>``) and shows waiting jobs as pending. Never
             logged (``repr`` hides it).
+        supervise: run gitlab-runner as a child with a config written from these options;
+            ``None`` when the operator runs it.
     """
 
     name: str = "gitlab"
@@ -56,6 +85,7 @@ class GitLabOptions(msgspec.Struct, frozen=True, kw_only=True):
     shell: tuple[str, ...] = SHELL_ARGV
     system_id_file: Path | None = None
     webhook_token: str = ""
+    supervise: SupervisedRunner | None = None
 
     def __repr__(self) -> str:
         return f"GitLabOptions(name={self.name!r}, instance_url={self.instance_url!r})"

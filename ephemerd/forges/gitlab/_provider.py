@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from contextlib import asynccontextmanager
+from functools import partial
 
 import trio
 
@@ -54,6 +55,7 @@ from ._api import load_system_id, verify_runner
 from ._hook import HookReceiver, job_event
 from ._job import GitLabJob, image_allowed, runner_tags
 from ._options import GitLabOptions
+from ._supervise import supervise_gitlab_runner, write_runner_config
 
 __all__ = ["GitLabProvider", "GitLabWebhookProvider", "open_gitlab_provider", "verify_token"]
 
@@ -268,6 +270,15 @@ async def open_gitlab_provider(options: GitLabOptions) -> AsyncGenerator[GitLabP
     provider = GitLabWebhookProvider(options) if options.webhook_token else GitLabProvider(options)
     async with trio.open_nursery() as background:
         background.start_soon(verify_token, provider)
+        if options.supervise is not None:
+            config_file = write_runner_config(options)
+            await background.start(
+                partial(
+                    supervise_gitlab_runner,
+                    binary=options.supervise.binary,
+                    config_file=config_file,
+                )
+            )
         try:
             yield provider
         finally:

@@ -24,7 +24,10 @@ import trio
 from ephemerd._errors import ConfigError
 from ephemerd._retry import Backoff, RetryPolicy
 
-__all__ = ["RESTART_POLICY", "resolve_binary", "supervise_gitlab_runner"]
+from ._install import DEFAULT_STAGE_TIMEOUT, render_runner_block
+from ._options import GitLabOptions
+
+__all__ = ["RESTART_POLICY", "resolve_binary", "supervise_gitlab_runner", "write_runner_config"]
 
 log = logging.getLogger(__name__)
 runner_log = logging.getLogger("ephemerd.gitlab-runner")
@@ -37,6 +40,42 @@ _INSTALL_HINT = (
     "or set the path of the gitlab-runner binary"
 )
 _MAX_LINE = 64 * 1024
+
+
+def write_runner_config(options: GitLabOptions) -> Path:
+    """Write gitlab-runner's whole ``config.toml`` for a supervised runner; return its path.
+
+    The file holds the runner token (gitlab-runner reads it from nowhere else), so it is
+    written 0600 and replaced atomically.
+
+    Raises:
+        ConfigError: *options* has no ``supervise``, or the file cannot be written.
+    """
+    runner = options.supervise
+    if runner is None:
+        raise ConfigError(f"{options.name}: gitlab-runner is not supervised by ephemerd")
+    block = render_runner_block(
+        name=f"ephemerd-{options.name}",
+        url=options.instance_url,
+        token=options.token,
+        ephemerd_executable=runner.ephemerd_executable,
+        data_dir=runner.data_dir,
+        config_path=runner.ephemerd_config,
+        prepare_timeout=DEFAULT_STAGE_TIMEOUT,
+        instance=options.name,
+    )
+    text = f"concurrent = {runner.concurrent}\ncheck_interval = 3\n\n{block}"
+    path = runner.config_file
+    partial = path.with_name(path.name + ".new")
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as file:
+            file.write(text)
+        os.replace(partial, path)
+    except OSError as exc:
+        raise ConfigError(f"cannot write gitlab-runner's config {path}: {exc.strerror}") from None
+    return path
 
 
 def resolve_binary(binary: str) -> str:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
+import msgspec
 import pytest
 import trio
 import trio.testing
@@ -232,3 +233,47 @@ async def test_supervisor_in_a_nursery_is_started_before_returning(
     await nursery.start(partial(run))
     assert (await fake.next()).what == "start"
     scope.cancel()
+
+
+async def test_a_supervised_provider_writes_the_runner_config_and_runs_gitlab_runner(
+    fake: Fake, tmp_path: Path
+) -> None:
+    import stat
+    import tomllib
+
+    from ephemerd.config import GitLabConfig, Secret
+    from ephemerd.forges.gitlab import open_gitlab_provider, options_from_config
+
+    section = GitLabConfig(
+        name="gl", instance_url="https://gitlab.example", token=Secret("glrt-secret")
+    )
+    options = options_from_config(section, data_dir=tmp_path / "data", max_concurrent=3)
+    assert options.supervise is not None  # the fake gitlab-runner is on PATH
+    options = msgspec.structs.replace(options, system_id_file=None)  # no GitLab to verify with
+    async with open_gitlab_provider(options):
+        started = await fake.next()
+        assert started.what == "start"
+        config_file = tmp_path / "data" / "gitlab-gl" / "config.toml"
+        assert started.rest == f"run --config {config_file}"
+        assert stat.S_IMODE(config_file.stat().st_mode) == 0o600
+        written = tomllib.loads(config_file.read_text())
+    assert (await fake.next()).what == "quit"  # stopped gracefully with the provider
+    assert written["concurrent"] == 3
+    (runner,) = written["runners"]
+    assert (runner["token"], runner["executor"]) == ("glrt-secret", "custom")
+    args = runner["custom"]["prepare_args"]
+    assert args[:2] == ["--data-dir", str((tmp_path / "data").resolve())]
+    assert args[-2:] == ["--instance", "gl"]
+
+
+def test_without_gitlab_runner_installed_the_operator_runs_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ephemerd.config import GitLabConfig, Secret
+    from ephemerd.forges.gitlab import options_from_config
+
+    monkeypatch.setenv("PATH", str(tmp_path))
+    section = GitLabConfig(name="gl", token=Secret("glrt-secret"))
+    assert options_from_config(section, data_dir=tmp_path).supervise is None
+    off = GitLabConfig(name="gl", token=Secret("glrt-x"), supervise=False)
+    assert options_from_config(off, data_dir=tmp_path).supervise is None
