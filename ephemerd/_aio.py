@@ -21,6 +21,8 @@ from typing import TypeVar, cast
 import trio
 import trio_asyncio
 
+from ephemerd._errors import lone_exception
+
 __all__ = ["aio_stream", "open_aio_loop", "run_aio", "run_trio_from_aio", "running_aio_loop"]
 
 T = TypeVar("T")
@@ -43,20 +45,10 @@ async def open_aio_loop() -> AsyncGenerator[None]:
         async with trio_asyncio.open_loop():  # pyright: ignore[reportUnknownMemberType]
             yield
     except BaseExceptionGroup as group:
-        lone = _lone_exception(group)
-        if lone is None:
+        lone = lone_exception(group)
+        if lone is group:
             raise
         raise lone from lone.__cause__
-
-
-def _lone_exception(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
-    """The one exception inside *group* (through nested groups), or ``None``."""
-    members: tuple[BaseException, ...] = group.exceptions
-    while len(members) == 1:
-        if not isinstance(members[0], BaseExceptionGroup):
-            return members[0]
-        members = cast(BaseExceptionGroup[BaseException], members[0]).exceptions
-    return None
 
 
 async def run_aio(

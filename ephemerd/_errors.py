@@ -28,6 +28,9 @@ translated where they enter a layer, so the scheduler only ever catches ephemerd
 
 from __future__ import annotations
 
+import sys
+from typing import cast
+
 __all__ = [
     "ConfigError",
     "ControlError",
@@ -49,6 +52,7 @@ __all__ = [
     "SandboxError",
     "SandboxNotFound",
     "SchedulerError",
+    "lone_exception",
 ]
 
 
@@ -155,3 +159,35 @@ class DaemonAlreadyRunning(ControlError):
 
 class DaemonNotRunning(ControlError):
     """Nothing answers on the control socket."""
+
+
+def lone_exception(error: BaseException) -> BaseException:
+    """The one real error inside *error*'s (nested) exception groups, else *error* itself.
+
+    Trio's nurseries wrap whatever escapes them in an ``ExceptionGroup``, and a failing
+    task cancels its siblings: a group holding one error and some ``Cancelled`` reads, to
+    the caller, as that error. ``except JobNotFound`` around a nursery works once the
+    group is unwrapped with this.
+    """
+    leaves: list[BaseException] = []
+    pending = [error]
+    while pending:
+        current = pending.pop()
+        if isinstance(current, BaseExceptionGroup):
+            group = cast(BaseExceptionGroup[BaseException], current)
+            pending.extend(reversed(group.exceptions))
+        else:
+            leaves.append(current)
+    errors = [leaf for leaf in leaves if not _is_cancellation(leaf)]
+    if len(errors) == 1:
+        return errors[0]
+    if not errors and len(leaves) == 1:
+        return leaves[0]
+    return error
+
+
+def _is_cancellation(error: BaseException) -> bool:
+    # Looked up, not imported: the CLI's quick commands must not pay for importing trio,
+    # and without trio loaded there is no Trio cancellation to find.
+    trio = sys.modules.get("trio")
+    return trio is not None and isinstance(error, trio.Cancelled)

@@ -29,14 +29,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(tokens: list[str]) -> int:
-    from ephemerd._errors import ConfigError, EphemerdError
+    from ephemerd._errors import ConfigError, EphemerdError, lone_exception
 
     try:
         result = _dispatch(tokens)
     except _UsageError as error:
         return _fail(str(error), EXIT_USAGE)
     except (EphemerdError, BaseExceptionGroup) as raised:
-        error = _lone(raised)
+        error = lone_exception(raised)
         if isinstance(error, KeyboardInterrupt):
             raise error from None
         if isinstance(error, ConfigError):
@@ -70,13 +70,6 @@ def _dispatch(tokens: list[str]) -> int | None:
     except CycloptsError as error:
         raise _UsageError(_one_line(str(error)) or type(error).__name__) from None
     return result if isinstance(result, int) else None
-
-
-def _lone(error: BaseException) -> BaseException:
-    """The one exception inside (nested) single-member groups, else *error* itself."""
-    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:  # pyright: ignore[reportUnknownMemberType, reportUnknownArgumentType]
-        error = error.exceptions[0]  # pyright: ignore[reportUnknownMemberType, reportUnknownVariableType]
-    return error  # pyright: ignore[reportUnknownVariableType]
 
 
 def _one_line(text: str) -> str:

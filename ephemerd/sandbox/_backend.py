@@ -14,13 +14,12 @@ import logging
 from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import cast
 
 import betterproto.lib.google.protobuf as pb
 import msgspec
 import trio
 
-from ephemerd._errors import EphemerdError
+from ephemerd._errors import EphemerdError, lone_exception
 from ephemerd._proto.containerd.services.containers import v1 as containers_v1
 from ephemerd._proto.containerd.services.leases import v1 as leases_v1
 from ephemerd._proto.containerd.services.snapshots import v1 as snapshots_v1
@@ -47,19 +46,6 @@ log = logging.getLogger(__name__)
 
 SPEC_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/Spec"
 _MANAGED_FILTER = f'labels."{MANAGED_LABEL}"==true'
-
-
-def _single(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The one real error of a nursery's group (its siblings were only cancelled)."""
-    errors: list[BaseException] = []
-    pending: list[BaseException] = [group]
-    while pending:
-        error = pending.pop()
-        if isinstance(error, BaseExceptionGroup):
-            pending.extend(cast(BaseExceptionGroup[BaseException], error).exceptions)
-        elif not isinstance(error, trio.Cancelled):
-            errors.append(error)
-    return errors[0] if len(errors) == 1 else group
 
 
 def _merge_env(image_env: tuple[str, ...], env: dict[str, str]) -> dict[str, str]:
@@ -132,7 +118,7 @@ class ContainerdSandbox:
                 )
         except BaseExceptionGroup as group:
             await rt.teardown(name, leased=leased, views=leased)
-            raise _single(group) from None
+            raise lone_exception(group) from None
         except BaseException:
             await rt.teardown(name, leased=leased, views=leased)
             raise
