@@ -196,6 +196,9 @@ class GitHubProvider:
             ),
             entrypoint=RUNNER_ENTRYPOINT,
             workdir=RUNNER_WORKDIR,
+            # Always the runner image, never the job's ``container:``: the sandbox must hold
+            # the runner, and GitHub may hand this runner another queued job than *event*'s.
+            image=self._options.default_image,
         )
 
     async def _delete_by_name(self, scope: str, runner_name: str) -> None:
@@ -232,7 +235,11 @@ class GitHubProvider:
             )
 
     async def fetch_job_image(self, event: JobEvent) -> str | None:
-        """The job's ``container:`` image, or ``None`` (also on any failure, logged at debug)."""
+        """The job's ``container:`` image, or ``None`` (also on any failure, logged at debug).
+
+        Claims name the runner image, so a sandbox never runs a job's container image: the
+        actions runner inside runs ``container:`` jobs itself (which needs Docker).
+        """
         try:
             return await self._fetch_job_image(event)
         except (EphemerdError, ValueError) as exc:

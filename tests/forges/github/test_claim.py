@@ -177,3 +177,10 @@ async def test_cancelled_claim_still_hands_over_the_registered_runner(fake: Fake
         (claim,) = claims  # the caller got it, so it can release it
         await provider.release_job(claim)
     assert fake.world.live_runners() == []
+
+
+async def test_the_sandbox_runs_the_runner_image_whatever_the_job_names(fake: FakeGitHub) -> None:
+    async with provider_for(fake, default_image="ghcr.io/actions/actions-runner:2.330") as p:
+        claim = await p.claim_job(queued(), runner_name="r1", labels=HOST_LABELS)
+    # GitHub may give this runner another job; the runner must be in the sandbox either way
+    assert claim.image == "ghcr.io/actions/actions-runner:2.330"
