@@ -3,7 +3,8 @@ the daemon's config, and a census of everything ephemerd could leave on the host
 
 The image: busybox and the host's Python, plus the GitHub stand-in at the actions runner's
 install path (``/home/runner/run.sh``) and the Forgejo/Gitea stand-in on PATH as
-``forgejo-runner``/``act_runner``; Woodpecker steps run their shell scripts in it.
+``forgejo-runner``/``act_runner``; Woodpecker steps and GitLab's stage scripts run in
+its shell.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from ephemerd._proto.containerd.services.tasks import v1 as tasks_v1
 from ephemerd.sandbox import ImageStore, build_host_image, host_python_paths, open_containerd
 from tests.e2e.actions_helpers import RUNNER_DIR
 from tests.e2e.harness import STANDIN_DIR
+
+from ._soak_gitlab import INSTANCE as GITLAB
 
 SOAK_IMAGE = "ephemerd.local/soak-standin:latest"
 NETWORK = "ephsoak"
@@ -69,16 +72,23 @@ def write_config(
     webhook_port: int,
     forgejo_port: int,
     gitea_port: int,
+    gitlab_port: int,
     woodpecker: str,
     github_token: str,
     github_secret: str,
     forgejo_token: str,
     gitea_token: str,
+    gitlab_token: str,
+    gitlab_tags: tuple[str, ...],
     api_token: str,
     agent_secret: str,
     max_concurrent: int,
 ) -> None:
-    """Every provider at once, each against its fake, on the soak's own job network."""
+    """Every provider at once, each against its fake, on the soak's own job network.
+
+    GitLab's gitlab-runner is not supervised: the test drives the executor stages itself.
+    """
+    tags = ", ".join(f'"{tag}"' for tag in gitlab_tags)
     actions = ""
     for kind, name, port, token in (
         ("forgejo", "fj", forgejo_port, forgejo_token),
@@ -124,6 +134,14 @@ webhook_secret = "{github_secret}"
 default_image = "{SOAK_IMAGE}"
 poll_interval = "30s"
 {actions}
+[[gitlab]]
+name = "{GITLAB}"
+instance_url = "http://127.0.0.1:{gitlab_port}"
+token = "{gitlab_token}"
+supervise = false
+tags = [{tags}]
+default_image = "{SOAK_IMAGE}"
+
 [[woodpecker]]
 name = "wp"
 server_url = "{woodpecker}"

@@ -1,20 +1,20 @@
 """Mixed-forge soak: every provider at once, 200 jobs, real sandboxes, then nothing left.
 
 One real ``ephemerd serve`` runs a GitHub, a Forgejo (>= 15, one job handle per runner),
-a Gitea (ephemeral registered runners) and a Woodpecker instance, each against its fake
-server, with ``max_concurrent = 8`` on its own job network. Fifty jobs go to each forge at
-once, among them jobs cancelled on the forge (GitHub: before any runner took it, with
-the deliveries arriving late; Forgejo, Gitea and Woodpecker: while running), failing
-Woodpecker workflows, and jobs asking for labels this host lacks.
+a Gitea (ephemeral registered runners), a GitLab (gitlab-runner's custom executor, played
+by ``RunnerDriver``) and a Woodpecker instance, each against its fake server, with
+``max_concurrent = 8`` on its own job network. Forty jobs go to each forge at once, among
+them jobs cancelled on the forge (GitHub: before any runner took it, with the deliveries
+arriving late; Forgejo, Gitea and Woodpecker: while running; GitLab: gitlab-runner
+SIGTERMs the running build stage), failing Woodpecker workflows and GitLab build
+scripts, and jobs asking for labels (GitLab: runner tags) this host lacks.
 
 Checked: every claimable job ran exactly once with the result its forge expects; the
 mismatched ones were never claimed; and once the daemon has drained and exited, no
 container, task, snapshot or lease beyond the image's, no namespace, bridge port or extra
 firewall rule, no runner registration on any forge (Woodpecker's one agent is kept by
-design) and no journal row remains.
-
-GitLab joins when its provider lands: add a ``[[gitlab]]`` section to ``write_config`` and
-a ``_gitlab_jobs`` plan beside the others.
+design) and no journal row remains; every GitLab job gitlab-runner prepared was cleaned
+up, and each stage's exit code follows the custom executor's contract.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import AsyncExitStack, closing
+from functools import partial
 from pathlib import Path
 
 import msgspec
@@ -42,8 +43,11 @@ from tests.fakes.forgejo import FakeForge, open_fake_forge
 from tests.fakes.forgejo import FakeJob as ActionsJob
 from tests.fakes.github import FakeGitHub, open_fake_github
 from tests.fakes.github._state import FakeJob as GitHubJob
+from tests.fakes.gitlab import open_fake_gitlab
 from tests.fakes.woodpecker import FakeWoodpecker, open_fake_woodpecker
+from tests.forges.gitlab.runner_driver import RunnerDriver, Timeouts
 
+from ._soak_gitlab import TAGS, TOKEN, check_gitlab, gitlab_plan, run_gitlab_jobs
 from ._soak_host import (
     GATEWAY,
     SOAK_IMAGE,
@@ -63,10 +67,11 @@ pytestmark = [
     ),
 ]
 
-PER_FORGE = 50
+PER_FORGE = 40
+PROVIDERS = 5
 CANCELLED = 3
 MISMATCHED = 3
-FAILING = 6  # Woodpecker workflows whose script exits non-zero
+FAILING = 6  # Woodpecker workflows and GitLab build scripts that exit non-zero
 MAX_CONCURRENT = 8
 REPO = "acme/app"
 GH_TOKEN = "ghp_soak000000000000000000000000000000000"
@@ -206,7 +211,7 @@ async def _start_daemon(nursery: trio.Nursery, data_dir: Path) -> Daemon:
     )
     daemon = Daemon(process)
     nursery.start_soon(daemon.read_log)
-    await daemon.wait_for_log("serving 4 provider")
+    await daemon.wait_for_log(f"serving {PROVIDERS} provider")
     return daemon
 
 
@@ -228,7 +233,9 @@ def _journal_rows(data_dir: Path) -> dict[str, int]:
         return {t: db.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0] for t in tables}
 
 
-async def test_every_forge_at_once_two_hundred_jobs_nothing_left(data_dir: Path) -> None:
+async def test_every_forge_at_once_two_hundred_jobs_nothing_left(
+    data_dir: Path, tmp_path: Path
+) -> None:
     before = await census(data_dir)
     began = time.monotonic()
     async with AsyncExitStack() as stack:
@@ -236,6 +243,17 @@ async def test_every_forge_at_once_two_hundred_jobs_nothing_left(data_dir: Path)
         fj = await stack.enter_async_context(open_fake_forge("forgejo-15"))
         gt = await stack.enter_async_context(open_fake_forge("gitea-1.26"))
         wp = await stack.enter_async_context(open_fake_woodpecker(agent_secret=AGENT_SECRET))
+        gl = await stack.enter_async_context(open_fake_gitlab())
+        gl.app.add_runner(TOKEN)
+        gl_plan = gitlab_plan(
+            PER_FORGE, failing=FAILING, cancelled=CANCELLED, mismatched=MISMATCHED
+        )
+        gl_done = trio.Event()
+        # gitlab-runner with ``concurrent`` = the daemon's limit; a parked prepare waits
+        driver = RunnerDriver(
+            data_dir, tmp_path / "gitlab-runner", timeouts=Timeouts(prepare=DEADLINE)
+        )
+        gl_jobs = partial(run_gitlab_jobs, gl_plan, driver, concurrent=MAX_CONCURRENT, done=gl_done)
         gh_port = int(gh.url.rsplit(":", 1)[1])
         webhook_port = free_port()
         gh.world.tokens.add(GH_TOKEN)
@@ -255,11 +273,14 @@ async def test_every_forge_at_once_two_hundred_jobs_nothing_left(data_dir: Path)
             webhook_port=webhook_port,
             forgejo_port=int(fj.url.rsplit(":", 1)[1]),
             gitea_port=int(gt.url.rsplit(":", 1)[1]),
+            gitlab_port=int(gl.url.rsplit(":", 1)[1]),
             woodpecker=wp.address,
             github_token=GH_TOKEN,
             github_secret=GH_SECRET,
             forgejo_token=fj.world.add_registration_token(f"/repos/{REPO}"),
             gitea_token=gt.world.add_registration_token(f"/repos/{REPO}"),
+            gitlab_token=TOKEN,
+            gitlab_tags=TAGS,
             api_token=API_TOKEN,
             agent_secret=AGENT_SECRET,
             max_concurrent=MAX_CONCURRENT,
@@ -273,6 +294,7 @@ async def test_every_forge_at_once_two_hundred_jobs_nothing_left(data_dir: Path)
                     fj_plan = _actions_jobs(fj, nursery)
                     gt_plan = _actions_jobs(gt, nursery)
                     wp_plan = _woodpecker_jobs(wp, nursery)
+                    nursery.start_soon(gl_jobs)
                     await gh.app.wait_until(
                         lambda: all(j.status == "completed" for j in gh_plan.ok)
                     )
@@ -284,6 +306,7 @@ async def test_every_forge_at_once_two_hundred_jobs_nothing_left(data_dir: Path)
                         )
                     for wid in [*wp_plan.ok, *wp_plan.failing, *wp_plan.cancelled]:
                         await wp.state.wait_done(wid)
+                    await gl_done.wait()
                     await _wait_idle(data_dir)
                     busy_rules = await nft_rules()
                     ran_for = time.monotonic() - began
@@ -329,12 +352,21 @@ async def test_every_forge_at_once_two_hundred_jobs_nothing_left(data_dir: Path)
         assert {w.id for w in state.queue} == set(wp_plan.mismatched)
         assert len([a for a in state.agents.values() if a.system]) == 1  # kept, not piled up
 
+    # GitLab: each job's stages as gitlab-runner saw them; every prepare cleaned up
+    check_gitlab(gl_plan)
+    assert "verified with" in daemon.log  # the runner token, checked with the fake GitLab
+
     # the scheduler admitted none of the mismatched jobs (the forges' side is checked above)
-    admitted = set(re.findall(r"job (\w+/\w+) \([^)]*\): admitted", daemon.log))
+    # and each claimable GitLab job once (gitlab-runner's claim is its prepare)
+    admissions = Counter(re.findall(r"job (\w+/\w+) \([^)]*\): admitted", daemon.log))
+    admitted = set(admissions)
     mismatched = {f"gh/{j.id}" for j in gh_plan.mismatched}
     mismatched |= {f"fj/{j.id}" for j in fj_plan.mismatched}
     mismatched |= {f"gt/{j.id}" for j in gt_plan.mismatched}
+    mismatched |= {f"gl/{j}" for j in gl_plan.mismatched}
     assert admitted and not admitted & mismatched, admitted & mismatched
+    gl_admitted = {k: n for k, n in admissions.items() if k.startswith("gl/")}
+    assert gl_admitted == {f"gl/{j}": 1 for j in gl_plan.claimable}, gl_admitted
 
     # the daemon drained cleanly and left nothing behind
     assert code == 0, daemon.log
@@ -355,6 +387,8 @@ async def test_every_forge_at_once_two_hundred_jobs_nothing_left(data_dir: Path)
     rows = _journal_rows(data_dir)
     assert rows and not any(rows.values()), rows
     print(
-        f"soak: {4 * PER_FORGE} jobs over 4 providers, all done in {ran_for:.1f} s, "
-        f"daemon stopped after {stopped_after:.1f} s"
+        f"soak: {PROVIDERS * PER_FORGE} jobs over {PROVIDERS} providers, "
+        f"all done in {ran_for:.1f} s, "
+        f"daemon stopped after {stopped_after:.1f} s; gitlab outcomes "
+        f"{dict(Counter(run.outcome for run in gl_plan.runs.values()))}"
     )
