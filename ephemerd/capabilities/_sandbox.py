@@ -78,6 +78,8 @@ class ExitReason(enum.Enum):
     OOM = "oom"
     KILLED = "killed"
     LOST = "lost"
+    CANCELLED = "cancelled"
+    """The provider driving the job stopped it because the forge's side cancelled it."""
 
 
 class SandboxExit(msgspec.Struct, frozen=True, kw_only=True):

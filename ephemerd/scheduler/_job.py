@@ -71,6 +71,8 @@ def _exit_outcome(exit_: SandboxExit) -> tuple[JobState, str]:
         return JobState.FAILED, f"killed by a signal (exit code {exit_.exit_code})"
     if exit_.reason is ExitReason.LOST:
         return JobState.FAILED, "the sandbox was lost"
+    if exit_.reason is ExitReason.CANCELLED:
+        return JobState.CANCELLED, "cancelled on the forge's side"
     return JobState.FAILED, f"exit code {exit_.exit_code}"
 
 

@@ -61,6 +61,7 @@ class GitLabJob:
         self.cleanup = trio.Event()  # gitlab-runner called cleanup
         self.closed = ""  # why stages can no longer run; "" while they can
         self.exit_code = 0  # the first failing build stage's exit code
+        self.cut_short = ""  # the stage gitlab-runner cancelled (SIGTERM to ``run``), if any
         self._stages: set[trio.CancelScope] = set()
         # One stage at a time, as gitlab-runner runs them: a stage cut short is reaped
         # before the next one starts.
@@ -102,6 +103,8 @@ class GitLabJob:
                         done = True
                     finally:
                         if not done:
+                            if not self.closed and not scope.cancel_called:
+                                self.cut_short = self.cut_short or stage  # the caller left
                             await _reap(handle)
             finally:
                 self._stages.discard(scope)

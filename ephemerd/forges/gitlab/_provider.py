@@ -188,7 +188,9 @@ class GitLabProvider:
     async def drive_job(self, claim: Claim, sandbox: SandboxHandle) -> SandboxExit:
         """Lend *sandbox* to the job's run stages until cleanup, or until it dies.
 
-        The exit code is the first failing build stage's (0 when none failed).
+        The exit code is the first failing build stage's (0 when none failed); a stage
+        gitlab-runner cancelled (it does so when GitLab cancels the job or it times out)
+        makes the job cancelled.
 
         Cancellation: running stages are cancelled (their processes killed) and later
             ones refused; then it re-raises.
@@ -216,6 +218,9 @@ class GitLabProvider:
                 log.warning("%s: job %s: %s", self.name, job.id, why)
                 return SandboxExit(reason=ExitReason.LOST)
             why = "the job was cleaned up"
+            if job.cut_short:
+                log.info("%s: job %s: gitlab-runner cancelled %s", self.name, job.id, job.cut_short)
+                return SandboxExit(reason=ExitReason.CANCELLED)
             return SandboxExit(reason=ExitReason.EXITED, exit_code=job.exit_code)
         finally:
             job.close(why)

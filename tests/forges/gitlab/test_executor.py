@@ -209,20 +209,24 @@ async def test_sigterm_to_run_cancels_the_stage(tmp_path: Path, data_dir: Path) 
     driver = _driver(tmp_path)
     cancel = trio.Event()
     results: dict[str, JobRun] = {}
-    async with open_daemon(data_dir), trio.open_nursery() as nursery:
+    async with open_daemon(data_dir):
+        async with trio.open_nursery() as nursery:
 
-        async def job() -> None:
-            results["run"] = await driver.run_job(
-                "302",
-                variables("302"),
-                {"build_script": "sleep 3600"},
-                cancel_stage="build_script",
-                cancel=cancel,
-            )
+            async def job() -> None:
+                results["run"] = await driver.run_job(
+                    "302",
+                    variables("302"),
+                    {"build_script": "sleep 3600"},
+                    cancel_stage="build_script",
+                    cancel=cancel,
+                )
 
-        nursery.start_soon(job)
-        await wait_log(data_dir, "302", b"sleep 3600")
-        cancel.set()
+            nursery.start_soon(job)
+            await wait_log(data_dir, "302", b"sleep 3600")
+            cancel.set()
+        finished = (JobState.CANCELLED, JobState.FAILED, JobState.SUCCEEDED)
+        view = await wait_state(data_dir, "302", *finished)
+    assert view.state is JobState.CANCELLED, view  # gitlab-runner cancelled it
     run = results["run"]
     build = run.stage("build_script")
     assert build.cancelled and build.code == SYSTEM_FAILURE
