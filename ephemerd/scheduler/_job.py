@@ -121,7 +121,8 @@ def _finish(core: Core, record: JobRecord) -> None:
     core.retire(record)
     core.changed(record)
     record.finished.set()
-    core.log_job(logging.INFO, record, "%s %s", record.state.value, record.detail)
+    detail = f" {record.detail}" if record.detail else ""
+    core.log_job(logging.INFO, record, "%s%s", record.state.value, detail)
     retire_spares(core, record.key.instance)
 
 

@@ -157,6 +157,16 @@ class DaemonProcess:
     def count(self, text: str) -> int:
         return sum(1 for line in self.lines if text in line)
 
+    async def changed(self) -> None:
+        """Wait for the next log line.
+
+        Raises:
+            AssertionError: the daemon has exited.
+        """
+        if self.lines and self.lines[-1] == "<eof>":
+            raise AssertionError(f"daemon exited:\n{self.log()}")
+        await self._changed.wait()
+
     async def wait_for_log(self, text: str, *, count: int = 1) -> None:
         """Wait until *text* was logged *count* times.
 
@@ -200,6 +210,9 @@ async def open_daemon(
             with trio.fail_after(ready_timeout):
                 await daemon.wait_for_log("serving 1 provider")
             yield daemon
+        except BaseException:
+            print(f"daemon log:\n{daemon.log()}")  # pytest shows it with the failure
+            raise
         finally:
             with trio.CancelScope(shield=True):
                 await daemon.stop()

@@ -170,6 +170,9 @@ async def open_daemon_async(
             with trio.fail_after(ready_timeout):
                 await daemon.wait_for_log(ready)
             yield daemon
+        except BaseException:
+            print(f"daemon log:\n{daemon.log()}")  # pytest shows it with the failure
+            raise
         finally:
             with trio.CancelScope(shield=True):
                 await daemon.stop()
