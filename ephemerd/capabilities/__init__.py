@@ -5,6 +5,7 @@ from ._events import JobAction, JobEvent, JobKey, PollConfig, RateLimitHint
 from ._executor import CustomExecutor, ExecutorRequest
 from ._provider import (
     DrivesJob,
+    FollowsCapacity,
     FollowsCordon,
     Poll,
     Provider,
@@ -34,6 +35,7 @@ __all__ = [
     "DrivesJob",
     "ExecutorRequest",
     "ExitReason",
+    "FollowsCapacity",
     "FollowsCordon",
     "ImageMount",
     "JobAction",

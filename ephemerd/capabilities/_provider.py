@@ -29,6 +29,7 @@ if TYPE_CHECKING:  # only in annotations: keeps `ephemerd status` from importing
 
 __all__ = [
     "DrivesJob",
+    "FollowsCapacity",
     "FollowsCordon",
     "Poll",
     "Provider",
@@ -153,6 +154,18 @@ class FollowsCordon(Protocol):
     """
 
     def set_cordoned(self, cordoned: bool) -> None: ...
+
+
+@runtime_checkable
+class FollowsCapacity(Protocol):
+    """A provider that pulls work, told how many of the daemon's slots are free.
+
+    A slot is free when no job holds it and no admitted job waits for it; the count is
+    shared by every provider. Pulling no more than that keeps work the forge assigns on a
+    pull from waiting here while another host could run it.
+    """
+
+    def set_free_slots(self, free: int) -> None: ...
 
 
 @runtime_checkable

@@ -16,6 +16,7 @@ import trio
 from ephemerd._errors import SchedulerError
 from ephemerd.capabilities import (
     DrivesJob,
+    FollowsCapacity,
     FollowsCordon,
     JobChange,
     JobState,
@@ -64,6 +65,8 @@ class Core:
         self.drivers: Mapping[str, DrivesJob] = {
             name: p for name, p in by_name.items() if isinstance(p, DrivesJob)
         }
+        self._pullers = [p for p in by_name.values() if isinstance(p, FollowsCapacity)]
+        self._told_free = -1
         self._name_reporters = frozenset(
             name
             for name, p in by_name.items()
@@ -84,8 +87,11 @@ class Core:
         )
         self.counters = Counters()
         self.slots: Slots[JobRecord] = Slots(
-            options.max_concurrent, group=lambda record: record.key.instance
+            options.max_concurrent,
+            group=lambda record: record.key.instance,
+            on_change=self._slots_changed,
         )
+        self._slots_changed()
         self.hub = WatchHub(self.snapshot)
         self.draining = False
         self.jobs_nursery: trio.Nursery | None = None
@@ -102,6 +108,14 @@ class Core:
         for provider in self.providers.values():
             if isinstance(provider, FollowsCordon):
                 provider.set_cordoned(cordoned)
+
+    def _slots_changed(self) -> None:
+        """Tell the providers that pull work how many slots are free, when that changes."""
+        free = self.slots.free
+        if free != self._told_free:
+            self._told_free = free
+            for provider in self._pullers:
+                provider.set_free_slots(free)
 
     def reports_runner_names(self, instance: str) -> bool:
         return instance in self._name_reporters

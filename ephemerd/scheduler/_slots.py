@@ -32,11 +32,19 @@ class Slots(Generic[Owner]):
     Args:
         total: how many owners may hold a slot at once.
         group: the queue an owner waits in; queues take turns at each free slot.
+        on_change: called after every change of ``free``, ``borrowed`` or ``waiting``.
     """
 
-    def __init__(self, total: int, *, group: Callable[[Owner], Hashable] = _one_group) -> None:
+    def __init__(
+        self,
+        total: int,
+        *,
+        group: Callable[[Owner], Hashable] = _one_group,
+        on_change: Callable[[], None] = lambda: None,
+    ) -> None:
         self.total = total
         self._group = group
+        self._on_change = on_change
         self._holders: set[Owner] = set()
         # group -> its waiters in arrival order; the first group is the next to be served
         self._queues: OrderedDict[Hashable, OrderedDict[Owner, trio.Event]] = OrderedDict()
@@ -50,6 +58,11 @@ class Slots(Generic[Owner]):
     def waiting(self) -> int:
         return len(self._queued)
 
+    @property
+    def free(self) -> int:
+        """Slots nobody holds and no waiting owner is about to take."""
+        return max(0, self.total - len(self._holders) - len(self._queued))
+
     def enqueue(self, owner: Owner) -> None:
         """Take a slot now if one is free and nobody waits; otherwise join the queue."""
         if owner in self._holders or owner in self._queued:
@@ -58,6 +71,7 @@ class Slots(Generic[Owner]):
         self._queues.setdefault(group, OrderedDict())[owner] = trio.Event()
         self._queued[owner] = group
         self._grant()
+        self._on_change()
 
     async def acquire(self, owner: Owner) -> None:
         """Wait until *owner* holds a slot (joining the queue if it has not yet).
@@ -73,16 +87,21 @@ class Slots(Generic[Owner]):
         try:
             await granted.wait()
         except BaseException:
-            if not self._leave_queue(owner):
+            if self._leave_queue(owner):
+                self._on_change()
+            else:
                 self.release(owner)
             raise
 
     def release(self, owner: Owner) -> None:
         """Give back *owner*'s slot (or its place in the queue)."""
-        self._leave_queue(owner)
+        left = self._leave_queue(owner)
         if owner in self._holders:
             self._holders.discard(owner)
             self._grant()
+        elif not left:
+            return
+        self._on_change()
 
     def _leave_queue(self, owner: Owner) -> bool:
         if owner not in self._queued:

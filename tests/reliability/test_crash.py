@@ -24,10 +24,10 @@ from tests.e2e.harness import containerd_leftovers
 
 from .helpers import (
     SECRET,
+    TimedDaemon,
     build_memory_image,
     config_text,
     free_port,
-    TimedDaemon,
     open_daemon_async,
     unmount_files,
     wait_running,

@@ -63,3 +63,19 @@ async def test_instances_take_turns(autojump_clock):
         {("github", 3), ("forgejo", 1)},
         {("github", 4), ("github", 5)},
     ]
+
+
+async def test_free_counts_waiters_and_every_change_is_told(autojump_clock):
+    told: list[int] = []
+    slots: Slots[str] = Slots(2, on_change=lambda: told.append(slots.free))
+    slots.enqueue("a")
+    slots.enqueue("b")
+    slots.enqueue("c")  # waits: a free slot is promised to nobody
+    assert (slots.free, slots.waiting) == (0, 1)
+    with trio.move_on_after(1):
+        await slots.acquire("d")
+    slots.release("a")  # "c" takes it
+    slots.release("b")
+    slots.release("nobody")  # not a holder: nothing changed, nothing told
+    assert told == [1, 0, 0, 0, 0, 0, 1]
+    assert slots.free == 1

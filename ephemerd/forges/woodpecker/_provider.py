@@ -11,11 +11,15 @@ Slots: the server assigns a workflow the moment ``Next`` returns, so a ``Next`` 
 run when ephemerd will run what it gets. The provider holds ``max_concurrent`` tokens; a
 poll worker takes one before ``Next`` and the token stays with the workflow until it is
 ``Done`` (or given up), so ``Next`` calls plus unfinished workflows never exceed the
-capacity. The scheduler's own slots are shared with other providers; while a workflow
-waits there, the provider keeps extending its lease. A workflow the scheduler does not
-claim within ``claim_timeout`` is let go: its lease is no longer extended and the server
-requeues it; that worker then pauses as long before its next ``Next``. A cordon or drain
-withdraws every ``Next`` at once (``FollowsCordon``) and lets go of unclaimed workflows.
+capacity. The scheduler's own slots are shared with other providers, so the scheduler
+also tells the provider how many are free (``FollowsCapacity``): ``Next`` calls under way
+plus workflows not yet claimed stay below that count, and when other forges' jobs take
+the slots, the newest ``Next`` calls are withdrawn, so the server gives the work to an
+agent that can run it now. A workflow that still ends up waiting in the scheduler keeps
+its lease extended; one the scheduler does not claim within ``claim_timeout`` is let go:
+its lease is no longer extended and the server requeues it; that worker then pauses as
+long before its next ``Next``. A cordon or drain withdraws every ``Next`` at once
+(``FollowsCordon``) and lets go of unclaimed workflows.
 
 The agent secret or token stays in this process: claims carry no files and no
 environment, and steps get only the payload's environment.
@@ -73,7 +77,8 @@ class _Held(msgspec.Struct, kw_only=True):
 class WoodpeckerProvider:
     """One Woodpecker server, spoken to as an agent. Make it with ``open_woodpecker_provider``.
 
-    Satisfies ``Provider``, ``Poll``, ``DrivesJob`` and ``FollowsCordon``.
+    Satisfies ``Provider``, ``Poll``, ``DrivesJob``, ``FollowsCordon`` and
+    ``FollowsCapacity``.
     """
 
     kind = "woodpecker"
@@ -90,7 +95,9 @@ class WoodpeckerProvider:
         self._events: trio.MemorySendChannel[JobEvent] | None = None
         self._accepting = trio.Event()
         self._accepting.set()
-        self._next_calls: set[trio.CancelScope] = set()
+        self._next_calls: dict[trio.CancelScope, None] = {}  # oldest first
+        self._free_slots: float = math.inf  # until the scheduler says
+        self._room_changed = trio.Event()
 
     def __repr__(self) -> str:
         return f"WoodpeckerProvider({self._options.name!r}, server={self._options.server!r})"
@@ -148,15 +155,17 @@ class WoodpeckerProvider:
             handed = False
             reply: pb.NextResponse | None = None
             try:
+                await self._wait_for_room()
                 with trio.CancelScope() as call:
-                    self._next_calls.add(call)
+                    self._next_calls[call] = None
                     if not self._accepting.is_set():
                         call.cancel()
                     try:
                         reply = await client.call_retrying(client.stub.next, request, what="Next")
                     finally:
-                        self._next_calls.discard(call)
-                if reply is None:  # withdrawn: the daemon was cordoned
+                        del self._next_calls[call]
+                        self._wake()
+                if reply is None:  # withdrawn: cordoned, or the slots were taken
                     continue
                 workflow = reply.workflow
                 if not workflow.id:
@@ -178,6 +187,19 @@ class WoodpeckerProvider:
             if held.given_up:
                 log.info("%s: pausing Next for %.0fs", self.name, options.claim_timeout)
                 await trio.sleep(options.claim_timeout)
+
+    async def _wait_for_room(self) -> None:
+        """Until one more ``Next`` fits in the scheduler's free slots."""
+        while True:
+            unclaimed = sum(1 for held in self._held.values() if not held.claimed)
+            if len(self._next_calls) + unclaimed < self._free_slots:
+                return
+            await self._room_changed.wait()
+
+    def _wake(self) -> None:
+        """Let waiting workers look at the free slots again."""
+        self._room_changed.set()
+        self._room_changed = trio.Event()
 
     def _hold(self, workflow: pb.Workflow) -> _Held | None:
         try:
@@ -253,6 +275,7 @@ class WoodpeckerProvider:
             self._held.pop(held.id, None)
             held.done.set()
             self._tokens.release()
+            self._wake()
 
     # -- FollowsCordon -------------------------------------------------------------------
 
@@ -275,6 +298,22 @@ class WoodpeckerProvider:
             if not held.claimed:
                 held.deadline = min(held.deadline, now)
 
+    # -- FollowsCapacity -----------------------------------------------------------------
+
+    def set_free_slots(self, free: int) -> None:
+        """Keep ``Next`` calls within the scheduler's *free* slots.
+
+        Withdrawn ``Next`` calls (the newest first) are asked again once slots free up.
+        """
+        self._free_slots = free
+        excess = len(self._next_calls) - free
+        for call in reversed(list(self._next_calls)):
+            if excess <= 0:
+                break
+            call.cancel()
+            excess -= 1
+        self._wake()
+
     # -- Provider ------------------------------------------------------------------------
 
     async def claim_job(self, event: JobEvent, *, runner_name: str, labels: Sequence[str]) -> Claim:
@@ -289,6 +328,7 @@ class WoodpeckerProvider:
         if held is None or held.done.is_set() or held.driving:
             raise ForgeNotFound(f"woodpecker workflow {event.job_id} is not held by this agent")
         held.claimed = True
+        self._wake()
         return Claim(runner_id=held.id, runner_name=runner_name, repo=held.config.repo)
 
     async def release_job(self, claim: Claim) -> None:
@@ -298,6 +338,7 @@ class WoodpeckerProvider:
         if held is not None and not held.driving and not held.done.is_set():
             held.claimed = False
             held.deadline = trio.current_time() + self._options.claim_timeout
+            self._wake()
 
     async def fetch_job_image(self, event: JobEvent) -> str | None:
         await trio.lowlevel.checkpoint()

@@ -1,15 +1,20 @@
-"""The provider under the scheduler's controls: kill, drain, cordon."""
+"""The provider under the scheduler's controls: kill, drain, cordon, shared slots."""
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import trio
+import trio.testing
 
 from ephemerd.capabilities import JobKey, JobState
+from ephemerd.forges.woodpecker import open_woodpecker_provider
+from ephemerd.scheduler import HostLabels, Journal, Scheduler, SchedulerOptions
+from ephemerd.testing import MemoryProvider, MemorySandbox
 from tests.fakes.woodpecker import FakeWoodpecker, open_fake_woodpecker
 
-from .conftest import SECRET, Rig, payload, step
+from .conftest import SECRET, Rig, options, payload, step
 
 
 async def test_killing_a_job_reports_the_workflow_canceled(rig: Rig, fake: FakeWoodpecker) -> None:
@@ -67,3 +72,45 @@ async def test_a_cordoned_daemon_stops_asking_for_workflows_until_uncordoned(
         finally:
             rig.journal.close()
     assert state.requeued == []  # taken once, after the uncordon, and run
+
+
+async def test_no_next_while_another_forges_jobs_hold_every_slot(
+    tmp_path: Path, fake: FakeWoodpecker
+) -> None:
+    state = fake.state
+    github = MemoryProvider("gh")
+    sandbox = MemorySandbox(log_dir=tmp_path / "logs")
+    journal = Journal(tmp_path / "journal.sqlite")
+    opts = options(fake, tmp_path / "state", max_concurrent=2)
+    try:
+        async with open_woodpecker_provider(opts) as provider:
+            scheduler = Scheduler(
+                providers=[github, provider],
+                sandbox=sandbox,
+                journal=journal,
+                options=SchedulerOptions(
+                    max_concurrent=2, labels=HostLabels(arch="x86_64"), poll_interval=5.0
+                ),
+                rng=random.Random(7),
+            )
+            async with trio.open_nursery() as nursery:
+                await nursery.start(scheduler.run)
+                with trio.fail_after(10):
+                    await state.wait_polling(2)  # idle: one long poll per free slot
+                    for job in ("g1", "g2"):
+                        github.queue_job(job, script=["sleep", "infinity"])
+                    # both slots are GitHub's: the long polls are withdrawn
+                    await state.wait_polling(0)
+                    state.enqueue("81", payload(step("a", entrypoint=["exit", "0"])))
+                    await trio.testing.wait_all_tasks_blocked()
+                    # the server keeps the workflow for an agent that can run it now
+                    assert [w.id for w in state.queue] == ["81"]
+                    assert provider.statistics()["held"] == 0
+                    await scheduler.kill_job(JobKey("gh", "g1"))  # a slot frees up
+                    await state.wait_done("81")
+                    await scheduler.wait_job_finished(JobKey("wp", "81"))
+                assert scheduler.job(JobKey("wp", "81")).state is JobState.SUCCEEDED
+                nursery.cancel_scope.cancel()
+    finally:
+        journal.close()
+    assert state.requeued == []
