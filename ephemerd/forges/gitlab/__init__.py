@@ -33,7 +33,7 @@ from ._install import DEFAULT_STAGE_TIMEOUT, executor_args, render_runner_block,
 from ._job import GitLabJob, image_allowed, runner_tags
 from ._options import BUILDS_DIR, CACHE_DIR, DEFAULT_IMAGE, SHELL_ARGV, GitLabOptions
 from ._provider import GitLabProvider, GitLabWebhookProvider, open_gitlab_provider
-from ._supervise import RESTART_POLICY, resolve_binary, supervise_gitlab_runner
+from ._supervise import RESTART_POLICY, RunnerSwitch, resolve_binary, supervise_gitlab_runner
 
 __all__ = [
     "BUILDS_DIR",
@@ -55,6 +55,7 @@ __all__ = [
     "JobHook",
     "RunnerIdentity",
     "RunnerInfo",
+    "RunnerSwitch",
     "custom_executor_info",
     "executor_args",
     "image_allowed",

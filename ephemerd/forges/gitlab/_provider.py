@@ -55,7 +55,7 @@ from ._api import load_system_id, verify_runner
 from ._hook import HookReceiver, job_event
 from ._job import GitLabJob, image_allowed, runner_tags
 from ._options import GitLabOptions
-from ._supervise import supervise_gitlab_runner, write_runner_config
+from ._supervise import RunnerSwitch, supervise_gitlab_runner, write_runner_config
 
 __all__ = ["GitLabProvider", "GitLabWebhookProvider", "open_gitlab_provider", "verify_token"]
 
@@ -65,7 +65,7 @@ log = logging.getLogger("ephemerd.forges.gitlab")
 class GitLabProvider:
     """One GitLab instance behind gitlab-runner. Make it with ``open_gitlab_provider``.
 
-    Satisfies ``Provider``, ``DrivesJob`` and ``CustomExecutor``.
+    Satisfies ``Provider``, ``DrivesJob``, ``CustomExecutor`` and ``FollowsCordon``.
     """
 
     kind = "gitlab"
@@ -76,6 +76,8 @@ class GitLabProvider:
         self._jobs: dict[str, GitLabJob] = {}
         self.auth_error = ""  # GitLab refused the token at start-up: prepares are refused
         self.runner_id: int | None = None  # GitLab's id of our runner, once verified
+        self.runner_switch = RunnerSwitch()
+        """Off while the daemon is cordoned: a supervised gitlab-runner stops taking jobs."""
 
     def __repr__(self) -> str:
         return f"GitLabProvider({self._options.name!r}, url={self._options.instance_url!r})"
@@ -97,6 +99,12 @@ class GitLabProvider:
         """Jobs between prepare and the end of their sandbox, for tests and views."""
         jobs = list(self._jobs.values())
         return {"jobs": len(jobs), "running": sum(1 for j in jobs if j.handle is not None)}
+
+    # -- FollowsCordon ---------------------------------------------------------------
+
+    def set_cordoned(self, cordoned: bool) -> None:
+        """A supervised gitlab-runner stops asking GitLab for jobs while cordoned."""
+        self.runner_switch.set(not cordoned)
 
     # -- CustomExecutor --------------------------------------------------------------
 
@@ -282,6 +290,7 @@ async def open_gitlab_provider(options: GitLabOptions) -> AsyncGenerator[GitLabP
                     supervise_gitlab_runner,
                     binary=options.supervise.binary,
                     config_file=config_file,
+                    switch=provider.runner_switch,
                 )
             )
         try:

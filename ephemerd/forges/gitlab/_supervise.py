@@ -6,6 +6,11 @@ for a while, so a crash loop never becomes a storm), and on cancellation it is s
 way gitlab-runner wants to be stopped: SIGQUIT lets running jobs finish, and only after
 ``stop_timeout`` does the whole process group get SIGKILL.
 
+While the daemon is cordoned or draining (``RunnerSwitch`` off), gitlab-runner is sent
+SIGQUIT too: it stops asking GitLab for jobs, so they go to runners that can take them
+instead of failing here with a system failure, and it exits once its running jobs are
+done. It is started again when the switch is turned back on.
+
 Its output goes to the ``ephemerd.gitlab-runner`` logger, a line at a time.
 """
 
@@ -27,7 +32,13 @@ from ephemerd._retry import Backoff, RetryPolicy
 from ._install import DEFAULT_STAGE_TIMEOUT, render_runner_block
 from ._options import GitLabOptions
 
-__all__ = ["RESTART_POLICY", "resolve_binary", "supervise_gitlab_runner", "write_runner_config"]
+__all__ = [
+    "RESTART_POLICY",
+    "RunnerSwitch",
+    "resolve_binary",
+    "supervise_gitlab_runner",
+    "write_runner_config",
+]
 
 log = logging.getLogger(__name__)
 runner_log = logging.getLogger("ephemerd.gitlab-runner")
@@ -40,6 +51,24 @@ _INSTALL_HINT = (
     "or set the path of the gitlab-runner binary"
 )
 _MAX_LINE = 64 * 1024
+
+
+class RunnerSwitch:
+    """Whether the supervised gitlab-runner should be asking GitLab for jobs."""
+
+    def __init__(self) -> None:
+        self.on = True
+        self._flipped = trio.Event()
+
+    def set(self, on: bool) -> None:
+        if on != self.on:
+            self.on = on
+            self._flipped.set()
+            self._flipped = trio.Event()
+
+    async def wait_for(self, on: bool) -> None:
+        while self.on != on:
+            await self._flipped.wait()
 
 
 def write_runner_config(options: GitLabOptions) -> Path:
@@ -103,6 +132,7 @@ async def supervise_gitlab_runner(
     stop_timeout: float = 30.0,
     restart: RetryPolicy = RESTART_POLICY,
     healthy_after: float = 60.0,
+    switch: RunnerSwitch | None = None,
 ) -> None:
     """Run ``gitlab-runner run --config CONFIG_FILE`` until cancelled, restarting it.
 
@@ -113,6 +143,8 @@ async def supervise_gitlab_runner(
         stop_timeout: seconds a SIGQUIT'ed gitlab-runner gets to finish its jobs.
         restart: delays between restarts.
         healthy_after: a child that ran this many seconds resets the restart ladder.
+        switch: while off, gitlab-runner is asked to finish its jobs and stop, and is not
+            restarted until it is on again.
 
     Raises:
         ConfigError: the binary or the config file is missing (before ``started()``).
@@ -125,8 +157,12 @@ async def supervise_gitlab_runner(
         raise ConfigError(f"gitlab-runner config file {config_file} does not exist")
     argv = [path, "run", "--config", str(config_file)]
     backoff = Backoff(restart)
+    switch = switch or RunnerSwitch()
     started = False
     while True:
+        if started and not switch.on:
+            await switch.wait_for(True)
+            log.info("starting gitlab-runner again: the daemon takes jobs again")
         began = trio.current_time()
         try:
             process = await trio.lowlevel.open_process(
@@ -146,7 +182,11 @@ async def supervise_gitlab_runner(
                 started = True
                 task_status.started()
             log.info("gitlab-runner started (pid %d)", process.pid)
-            status = await _run(process, stop_timeout)
+            status = await _run(process, stop_timeout, switch)
+            if not switch.on:
+                log.info("gitlab-runner stopped (%s): the daemon is cordoned", _describe(status))
+                backoff.reset()
+                continue
         now = trio.current_time()
         if now - began >= healthy_after:
             backoff.reset()
@@ -159,11 +199,13 @@ async def supervise_gitlab_runner(
         await trio.sleep(delay)
 
 
-async def _run(process: trio.Process, stop_timeout: float) -> int:
-    """Wait for *process*, logging its output; stop it if cancelled."""
+async def _run(process: trio.Process, stop_timeout: float, switch: RunnerSwitch) -> int:
+    """Wait for *process*, logging its output; SIGQUIT it when *switch* goes off; stop it
+    if cancelled."""
     async with trio.open_nursery() as nursery:
         if process.stdout is not None:
             nursery.start_soon(_pump, process.stdout)
+        nursery.start_soon(_quit_when_off, process, switch)
         try:
             await process.wait()
         finally:
@@ -175,6 +217,16 @@ async def _run(process: trio.Process, stop_timeout: float) -> int:
     status = process.returncode
     assert status is not None  # reaped above
     return status
+
+
+async def _quit_when_off(process: trio.Process, switch: RunnerSwitch) -> None:
+    await switch.wait_for(False)
+    log.info(
+        "daemon cordoned: gitlab-runner (pid %d) stops taking jobs and exits after its own",
+        process.pid,
+    )
+    with contextlib.suppress(ProcessLookupError):
+        process.send_signal(signal.SIGQUIT)
 
 
 async def _stop(process: trio.Process, stop_timeout: float) -> None:

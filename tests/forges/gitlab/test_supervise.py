@@ -22,7 +22,7 @@ import trio.testing
 
 from ephemerd._errors import ConfigError
 from ephemerd._retry import RetryPolicy
-from ephemerd.forges.gitlab import supervise_gitlab_runner
+from ephemerd.forges.gitlab import RunnerSwitch, supervise_gitlab_runner
 
 FAKE = """\
 #!{python}
@@ -277,3 +277,51 @@ def test_without_gitlab_runner_installed_the_operator_runs_it(
     assert options_from_config(section, data_dir=tmp_path).supervise is None
     off = GitLabConfig(name="gl", token=Secret("glrt-x"), supervise=False)
     assert options_from_config(off, data_dir=tmp_path).supervise is None
+
+
+async def test_a_cordon_quits_gitlab_runner_and_an_uncordon_starts_it_again(
+    fake: Fake, nursery: trio.Nursery
+) -> None:
+    switch = RunnerSwitch()
+    quick = RetryPolicy(schedule=(0.01,), jitter=0.0, max_age=None)
+    scope, done = await start(nursery, fake, switch=switch, restart=quick)
+    first = await fake.next()
+    assert (first.what, first.n) == ("start", 1)
+    switch.set(False)  # cordoned: no new jobs from GitLab, its own jobs finish
+    with trio.fail_after(30):
+        quit_ = await fake.next()
+    assert (quit_.what, quit_.pid) == ("quit", first.pid)
+    with trio.move_on_after(0.5):  # a restart would come within 0.01 s: none while cordoned
+        unexpected = await fake.next()
+        pytest.fail(f"gitlab-runner restarted while cordoned: {unexpected}")
+    assert not alive(first.pid)
+    switch.set(True)
+    with trio.fail_after(30):
+        again = await fake.next()
+    assert (again.what, again.n) == ("start", 2)
+    scope.cancel()
+    await done.wait()
+
+
+async def test_cordoning_the_provider_quits_its_supervised_gitlab_runner(
+    fake: Fake, tmp_path: Path
+) -> None:
+    from ephemerd.capabilities import FollowsCordon
+    from ephemerd.config import GitLabConfig, Secret
+    from ephemerd.forges.gitlab import open_gitlab_provider, options_from_config
+
+    section = GitLabConfig(
+        name="gl", instance_url="https://gitlab.example", token=Secret("glrt-secret")
+    )
+    options = options_from_config(section, data_dir=tmp_path / "data", max_concurrent=3)
+    options = msgspec.structs.replace(options, system_id_file=None)
+    async with open_gitlab_provider(options) as provider:
+        started = await fake.next()
+        assert isinstance(provider, FollowsCordon)  # the scheduler tells it on cordon and drain
+        provider.set_cordoned(True)
+        with trio.fail_after(30):
+            quit_ = await fake.next()
+        assert (quit_.what, quit_.pid) == ("quit", started.pid)
+        provider.set_cordoned(False)
+        with trio.fail_after(30):
+            assert (await fake.next()).what == "start"
