@@ -14,7 +14,7 @@ from pathlib import Path
 
 import trio
 
-from ephemerd.sandbox._network import open_job_network
+from ephemerd.sandbox import open_job_network
 
 
 def _ms(samples: list[float]) -> dict[str, float]:

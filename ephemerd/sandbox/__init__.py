@@ -18,10 +18,11 @@ from ._content import BlobDescriptor, ContentSink
 from ._contentstore import ContentStore
 from ._embedded import EmbeddedContainerd, embedded_socket, open_containerd
 from ._handle import ContainerdHandle
+from ._host_network import DEFAULT_SUBNET, open_job_network
 from ._hostimage import HOST_IMAGE, build_host_image, host_python_paths
 from ._images import ImageInfo, ImageSource, ImageStore
 from ._logs import log_path, prune_logs
-from ._network import DEFAULT_SUBNET, JobAttachment, JobNetwork, open_job_network
+from ._network import JobAttachment, JobNetwork
 from ._oci import ImageRuntime, Platform, PulledImage
 from ._oci_archive import import_archive
 from ._reference import ImageReference, parse_reference

@@ -113,7 +113,7 @@ class ContainerdSandbox:
             # snapshot by key), so they are created side by side
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._prepare_rootfs, name, image.chain_id, labels, rootfs)
-                await self._create_container(
+                networked = await self._create_container(
                     spec, image.reference, labels, process, extra, lease=lease if leased else None
                 )
         except BaseExceptionGroup as group:
@@ -122,7 +122,15 @@ class ContainerdSandbox:
         except BaseException:
             await rt.teardown(name, leased=leased, views=leased)
             raise
-        return ContainerdHandle(rt, name, rootfs=rootfs, env=env, workdir=workdir, leased=leased)
+        return ContainerdHandle(
+            rt,
+            name,
+            rootfs=rootfs,
+            env=env,
+            workdir=workdir,
+            leased=leased,
+            unconnected=networked,
+        )
 
     async def _prepare_rootfs(
         self, name: str, parent: str, labels: dict[str, str], into: list[Mount]
@@ -148,12 +156,17 @@ class ContainerdSandbox:
         image_mounts: list[dict[str, object]],
         *,
         lease: str | None,
-    ) -> None:
+    ) -> bool:
+        """Create the container, and its network namespace; whether it has one to connect.
+
+        The namespace gets its interfaces in ``ContainerdHandle.start``, while the task is
+        being created in it.
+        """
         rt, client, name = self._rt, self._rt.client, spec.name
         files = spec.files
         netns: str | None = None
         if spec.network != "none" and rt.network is not None:
-            netns = await rt.network.attach(name)
+            netns = await rt.network.prepare(name)
             resolv = ClaimFile(
                 path="/etc/resolv.conf", content=rt.network.resolv_conf(), mode=0o444
             )
@@ -182,6 +195,7 @@ class ContainerdSandbox:
             containers_v1.CreateContainerRequest(container=container),
             lease=lease,
         )
+        return netns is not None
 
     async def list_own(self) -> list[str]:
         """Every sandbox this backend created and has not destroyed, half-created ones too."""

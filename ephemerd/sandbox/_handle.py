@@ -1,8 +1,8 @@
 """One containerd sandbox: start, wait, kill, exec, stats, destroy.
 
-The main process's stdout and stderr go straight from the runc shim to the job's log
-file (``file://`` URI), so no ephemerd task sits in the output path of a job. An exec's
-output is streamed back through a FIFO pair instead, chunk by chunk as it comes.
+The main process's stdout and stderr reach the job's log file through a FIFO pair that
+ephemerd pumps (so a full disk is a warning, not a lost job); an exec's output is
+streamed back through a FIFO pair of its own, chunk by chunk as it comes.
 """
 
 from __future__ import annotations
@@ -19,7 +19,13 @@ import betterproto.lib.google.protobuf as pb
 import msgspec
 import trio
 
-from ephemerd._errors import EphemerdError, RuntimeUnavailable, SandboxError, SandboxNotFound
+from ephemerd._errors import (
+    EphemerdError,
+    RuntimeUnavailable,
+    SandboxError,
+    SandboxNotFound,
+    lone_exception,
+)
 from ephemerd._proto.containerd.services.tasks import v1 as tasks_v1
 from ephemerd._proto.containerd.types import Mount
 from ephemerd.capabilities import ExitReason, OutputSink, SandboxExit, SandboxStats
@@ -50,9 +56,12 @@ class ContainerdHandle:
         env: Mapping[str, str],
         workdir: str,
         leased: bool = False,
+        unconnected: bool = False,
     ) -> None:
         self._rt = runtime
         self._leased = leased
+        self._unconnected = unconnected  # its network namespace has no interfaces yet
+        self._task_created = False
         self._name = name
         self._rootfs = list(rootfs)
         self._env = dict(env)
@@ -79,6 +88,9 @@ class ContainerdHandle:
     async def start(self) -> None:
         """Create the task, with its output going to the log file, and start it.
 
+        The task is created while its network namespace gets its interfaces; the process
+        starts once both are done.
+
         Cancellation: the create RPC runs to its end (shielded, at most 30 s), so a task
         created is always known and deleted; ``destroy`` removes the rest.
         """
@@ -89,22 +101,15 @@ class ContainerdHandle:
         except OSError as error:  # the job runs all the same; log_sink warns on writes
             log.warning("job log %s: %s", self.log_path, error.strerror or error)
         fifos = FifoPair(self._rt.fifo_dir / f"{name}@main")
-        created = False
         try:
-            # Shielded: containerd finishes a create whose caller went away, and a task
-            # nobody knows of (its shim waiting in "runc init") would outlive the teardown.
-            with trio.CancelScope(shield=True):
-                await client.call(
-                    client.tasks.create,
-                    tasks_v1.CreateTaskRequest(
-                        container_id=name,
-                        rootfs=self._rootfs,
-                        stdout=fifos.stdout,
-                        stderr=fifos.stderr,
-                    ),
-                    rpc_timeout=_CREATE_TIMEOUT,
-                )
-            created = True
+            try:
+                async with trio.open_nursery() as nursery:
+                    if self._unconnected and self._rt.network is not None:
+                        nursery.start_soon(self._rt.network.connect, name)
+                    await self._create_task(fifos)
+            except BaseExceptionGroup as group:
+                raise lone_exception(group) from None
+            self._unconnected = False
             await trio.lowlevel.checkpoint_if_cancelled()
             self._log_done = trio.Event()
             await self._rt.spawn(self._pump_log, fifos)
@@ -112,12 +117,29 @@ class ContainerdHandle:
             fifos.release_writers()
         except BaseException:
             fifos.release_writers()
-            if created:
+            if self._task_created:
                 with trio.CancelScope(shield=True):
                     await self._rt.teardown_task(name)
             if self._log_done is None:
                 fifos.close()
             raise
+
+    async def _create_task(self, fifos: FifoPair) -> None:
+        client = self._rt.client
+        # Shielded: containerd finishes a create whose caller went away, and a task
+        # nobody knows of (its shim waiting in "runc init") would outlive the teardown.
+        with trio.CancelScope(shield=True):
+            await client.call(
+                client.tasks.create,
+                tasks_v1.CreateTaskRequest(
+                    container_id=self._name,
+                    rootfs=self._rootfs,
+                    stdout=fifos.stdout,
+                    stderr=fifos.stderr,
+                ),
+                rpc_timeout=_CREATE_TIMEOUT,
+            )
+        self._task_created = True
 
     async def _pump_log(
         self, fifos: FifoPair, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED

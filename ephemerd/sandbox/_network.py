@@ -1,11 +1,12 @@
 """Per-job network namespaces on one ephemerd bridge, with NAT egress and deny rules.
 
-``open_job_network`` owns the shared parts: the bridge (``<name>0``), the nftables table
-``inet <name>`` (see ``_firewall``) and ``net.ipv4.ip_forward=1``, which routing jobs to the
-internet needs. ``ip_forward`` is left on at exit: other software on the host may rely on it
-by then. ``JobNetwork.attach`` gives one job its own namespace ``/run/netns/<name>-<job>``,
-joined to the bridge by the CNI ``bridge`` plugin with a ``host-local`` address; the returned
-path is what an OCI spec's network namespace ``path`` takes. ``detach`` undoes it.
+The bridge (``<name>0``), the nftables table ``inet <name>`` (see ``_firewall``) and IP
+forwarding are shared by every job; ``open_job_network`` (``_host_network``) sets them up.
+``JobNetwork.prepare`` gives one job its own namespace ``/run/netns/<name>-<job>``
+(the path an OCI spec's network namespace ``path`` takes) and ``connect`` joins it to the
+bridge by the CNI ``bridge`` plugin with a ``host-local`` address. The two are apart so the
+sandbox can create its task in the namespace while it is being connected: the CNI plugins
+take about as long as containerd's task create. ``attach`` does both; ``detach`` undoes it.
 
 Nothing about a job is kept anywhere but in the kernel and in ``host-local``'s lease files,
 each named after the job, so ``sweep`` can find and remove whatever a crashed run left behind
@@ -17,45 +18,34 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import AsyncGenerator, Collection, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Collection
 from ipaddress import IPv4Network
 from pathlib import Path
 
 import msgspec
 import trio
 
-from ephemerd._errors import ConfigError, EphemerdError, RuntimeUnavailable, SandboxError
+from ephemerd._errors import EphemerdError, SandboxError
 
 from ._cni import bridge_config, cni_call, loopback_config, release_stray_leases
-from ._dns import DnsPlan, plan_dns
-from ._firewall import EgressPolicy, build_policy, parse_subnet, render_ruleset
-from ._netlock import hold_network
+from ._dns import DnsPlan
 from ._netns import (
     NETNS_DIR,
     add_netns,
     bridge_ports,
-    check_route_overlap,
     delete_link,
     delete_netns,
-    ensure_bridge,
-    forward_drop_chains,
     list_netns,
-    load_nft,
     peer_index,
     run_tool,
     set_port_isolated,
-    uplink_mtu,
-    write_sysctl,
 )
 
-__all__ = ["DEFAULT_SUBNET", "JobAttachment", "JobNetwork", "open_job_network"]
+__all__ = ["JobAttachment", "JobNetwork"]
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SUBNET = "10.88.0.0/16"
 _JOB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
-_NETWORK_NAME = re.compile(r"[a-z][a-z0-9]{0,13}")
 _IFNAME = "eth0"
 
 
@@ -99,6 +89,7 @@ class JobNetwork:
         self._dns = dns
         self._teardown_timeout = teardown_timeout
         self._attached: dict[str, JobAttachment] = {}
+        self._prepared: set[str] = set()  # namespaces made, interfaces not yet
         self._busy: dict[str, trio.Lock] = {}
         self._closed = False
 
@@ -124,8 +115,8 @@ class JobNetwork:
         return self._attached.get(name)
 
     def attached(self) -> list[str]:
-        """Names of the jobs attached through this object."""
-        return sorted(self._attached)
+        """Names of the jobs attached (or with a namespace prepared) through this object."""
+        return sorted({*self._attached, *self._prepared})
 
     def resolv_conf(self) -> bytes:
         """The ``/etc/resolv.conf`` to mount into every job (see ``_dns``)."""
@@ -134,31 +125,63 @@ class JobNetwork:
     async def attach(self, name: str) -> str:
         """Give job *name* its own network namespace on the bridge; return the netns path.
 
-        A leftover namespace of the same name (from a crashed run) is removed first.
+        ``prepare`` then ``connect``; see those.
+        """
+        path = await self.prepare(name)
+        await self.connect(name)
+        return path
+
+    async def prepare(self, name: str) -> str:
+        """Create job *name*'s network namespace, with no interface yet; return its path.
+
+        A task may be created in it right away; ``connect`` configures it meanwhile. A
+        leftover namespace of the same name (from a crashed run) is removed first.
 
         Raises:
-            SandboxError: *name* is invalid or already attached, or a step failed.
+            SandboxError: *name* is invalid or already has a namespace, or a step failed.
 
         Cancellation: safe; whatever was created is removed (shielded, bounded by the
         teardown timeout) before the cancellation propagates.
         """
         self._check(name)
         async with self._lock(name):
-            if name in self._attached:
+            if name in self._attached or name in self._prepared:
                 raise SandboxError(f"network of {name} is already attached")
+            ns = self._netns_name(name)
+            try:
+                if (NETNS_DIR / ns).exists():
+                    await self._teardown(name)
+                path = str(await add_netns(ns))
+            except BaseException:
+                await self._teardown_shielded(name)
+                raise
+            self._prepared.add(name)
+            return path
+
+    async def connect(self, name: str) -> None:
+        """Put job *name*'s prepared namespace on the bridge: loopback, address, route.
+
+        Raises:
+            SandboxError: no namespace was prepared for *name*, or a step failed (the
+                namespace is removed then).
+
+        Cancellation: safe, as for ``prepare``.
+        """
+        self._check(name)
+        async with self._lock(name):
+            if name not in self._prepared:
+                raise SandboxError(f"network of {name} has no namespace to connect")
             try:
                 attachment = await self._setup(name)
             except BaseException:
                 await self._teardown_shielded(name)
+                self._prepared.discard(name)
                 raise
+            self._prepared.discard(name)
             self._attached[name] = attachment
-            return attachment.netns
 
     async def _setup(self, name: str) -> JobAttachment:
-        ns = self._netns_name(name)
-        if (NETNS_DIR / ns).exists():
-            await self._teardown(name)
-        path = str(await add_netns(ns))
+        path = self.netns_path(name)
         await cni_call(
             self._loopback_plugin,
             "ADD",
@@ -197,6 +220,7 @@ class JobNetwork:
             async with self._lock(name):
                 await self._teardown(name)
                 self._attached.pop(name, None)
+                self._prepared.discard(name)
         if scope.cancelled_caught:
             raise SandboxError(f"detaching network of {name} took over {self._teardown_timeout:g}s")
 
@@ -210,7 +234,7 @@ class JobNetwork:
         Raises:
             SandboxError: a removal failed (after trying every other one).
         """
-        keep = {*keep, *self._attached, *self._busy}
+        keep = {*keep, *self._attached, *self._prepared, *self._busy}
         prefix = f"{self._name}-"
         swept: list[str] = []
         errors: list[EphemerdError] = []
@@ -254,7 +278,7 @@ class JobNetwork:
         """Detach every job attached through this object; remove the table and the bridge."""
         self._closed = True
         with trio.CancelScope(shield=True):
-            for name in list(self._attached):
+            for name in self.attached():
                 try:
                     await self.detach(name)
                 except EphemerdError as exc:
@@ -350,126 +374,3 @@ class _NameLock:
         lock = self._table[self._name]
         lock.release()
         self._forget(lock)
-
-
-@asynccontextmanager
-async def open_job_network(
-    *,
-    data_dir: Path,
-    subnet: str = DEFAULT_SUBNET,
-    allow: Sequence[str] = (),
-    dns: Sequence[str] | None = None,
-    name: str = "ephemerd",
-    cni_bin_dir: Path = Path("/usr/lib/cni"),
-    host_resolv_conf: Path = Path("/etc/resolv.conf"),
-    mtu: int | None = None,
-    teardown_timeout: float = 10.0,
-) -> AsyncGenerator[JobNetwork]:
-    """Set up the bridge, the firewall table and IP forwarding; yield a ``JobNetwork``.
-
-    Args:
-        data_dir: ephemerd's data directory; address leases live in ``<data_dir>/network``.
-        subnet: the IPv4 job subnet; its first address is the bridge gateway.
-        allow: egress allow-list, CIDRs and ``host:port`` entries (see ``_firewall``).
-        dns: explicit resolvers for jobs, or ``None`` for the host's public ones.
-        name: names the bridge (``<name>0``), the nft table, the namespaces' prefix and the
-            CNI network; lets two instances (or a test) share a host.
-        cni_bin_dir: where the CNI plugins are.
-        host_resolv_conf: the host's resolver configuration.
-        mtu: MTU of the jobs' interfaces; ``None`` takes that of the host's default-route
-            interface, so a smaller uplink MTU (VPN, cloud overlay) does not black-hole
-            large packets.
-        teardown_timeout: seconds any one teardown may take, shielded from cancellation.
-
-    Raises:
-        ConfigError: a bad subnet, allow entry, DNS entry or name, a subnet that overlaps
-            a route of the host, or another ephemerd on this host owns network *name*
-            (see ``_netlock``).
-        RuntimeUnavailable: ``ip``, ``nft`` or a CNI plugin is missing.
-        SandboxError: the host refused a step.
-
-    Cancellation: on exit (normal, error or cancelled) every job still attached is
-    detached and the table and bridge are removed, shielded.
-    """
-    if mtu is not None and not 576 <= mtu <= 65535:
-        raise ConfigError(f"network mtu {mtu}: must be from 576 to 65535")
-    if not _NETWORK_NAME.fullmatch(name):
-        raise ConfigError(f"network name {name!r}: use 1-14 lowercase letters and digits")
-    net = parse_subnet(subnet)
-    gateway = next(net.hosts())
-    dns_plan = plan_dns(dns, gateway=gateway, host_resolv_conf=host_resolv_conf)
-    policy = build_policy(allow, extra_ports=dns_plan.allow)
-    for plugin in ("bridge", "host-local", "loopback"):
-        if not (cni_bin_dir / plugin).is_file():
-            raise RuntimeUnavailable(
-                f"CNI plugin {cni_bin_dir / plugin} not found (install containernetworking-plugins)"
-            )
-    bridge = f"{name}0"
-    with hold_network(name, data_dir=data_dir):
-        await check_route_overlap(net, bridge)
-        async with _open_locked(
-            name=name,
-            net=net,
-            data_dir=data_dir,
-            cni_bin_dir=cni_bin_dir,
-            dns_plan=dns_plan,
-            policy=policy,
-            mtu=mtu,
-            teardown_timeout=teardown_timeout,
-        ) as network:
-            yield network
-
-
-@asynccontextmanager
-async def _open_locked(
-    *,
-    name: str,
-    net: IPv4Network,
-    data_dir: Path,
-    cni_bin_dir: Path,
-    dns_plan: DnsPlan,
-    policy: EgressPolicy,
-    mtu: int | None,
-    teardown_timeout: float,
-) -> AsyncGenerator[JobNetwork]:
-    """The part of ``open_job_network`` that changes the host, under the network lock."""
-    bridge = f"{name}0"
-    gateway = next(net.hosts())
-    ipam_dir = data_dir / "network"
-    await trio.Path(ipam_dir).mkdir(mode=0o700, parents=True, exist_ok=True)
-    network = JobNetwork(
-        name=name,
-        subnet=net,
-        cni_bin_dir=cni_bin_dir,
-        ipam_dir=ipam_dir,
-        dns=dns_plan,
-        mtu=mtu or await uplink_mtu(),
-        teardown_timeout=teardown_timeout,
-    )
-    try:
-        await write_sysctl("net/ipv4/ip_forward", "1")
-        await ensure_bridge(bridge, f"{gateway}/{net.prefixlen}")
-        # Jobs get IPv4 only; without IPv6 on the bridge they have no link-local path to the
-        # host either (the input rules would reject it anyway).
-        if await trio.Path(f"/proc/sys/net/ipv6/conf/{bridge}").exists():
-            await write_sysctl(f"net/ipv6/conf/{bridge}/disable_ipv6", "1")
-        published = any(p.published for p in policy.ports)
-        await write_sysctl(f"net/ipv4/conf/{bridge}/route_localnet", "1" if published else "0")
-        script = render_ruleset(
-            table=name, bridge=bridge, subnet=net, gateway=gateway, policy=policy
-        )
-        await load_nft(script, what=f"loading nftables table inet {name}")
-        for chain in await forward_drop_chains():
-            log.warning(
-                "nftables chain %s drops forwarded traffic by default (Docker? a host"
-                " firewall?); jobs have no egress unless it accepts traffic from and to %s,"
-                " e.g. iptables -I DOCKER-USER -i %s -j ACCEPT; iptables -I DOCKER-USER -o %s"
-                " -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT",
-                chain,
-                bridge,
-                bridge,
-                bridge,
-            )
-        yield network
-    finally:
-        await network.aclose()

@@ -79,8 +79,15 @@ RUNC_V2 = "io.containerd.runc.v2"
 class NetworkAttacher(Protocol):
     """Gives a sandbox its network namespace (``_network.py`` implements it)."""
 
-    async def attach(self, name: str) -> str:
-        """Create sandbox *name*'s network; return the path of its network namespace."""
+    async def prepare(self, name: str) -> str:
+        """Create sandbox *name*'s network namespace; return its path.
+
+        The namespace may have no interfaces yet: its task is created meanwhile.
+        """
+        ...
+
+    async def connect(self, name: str) -> None:
+        """Configure the namespace ``prepare`` made; done before the task starts."""
         ...
 
     async def detach(self, name: str) -> None:

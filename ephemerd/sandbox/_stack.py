@@ -18,10 +18,11 @@ import trio
 from ._backend import ContainerdSandbox, open_sandbox_backend
 from ._client import ContainerdClient
 from ._embedded import open_containerd
+from ._host_network import DEFAULT_SUBNET, open_job_network
 from ._hostimage import HOST_IMAGE, build_host_image
 from ._images import ImageInfo, ImageStore
 from ._logs import prune_logs
-from ._network import DEFAULT_SUBNET, JobNetwork, open_job_network
+from ._network import JobNetwork
 from ._reference import parse_reference
 from ._registry import RegistryCredentials, open_registry_client
 

@@ -12,13 +12,17 @@ import logging
 import trio
 
 from ephemerd._errors import EphemerdError
+from ephemerd._retry import Backoff, RetryPolicy
 from ephemerd.capabilities import Claim, Provider, SandboxBackend, SandboxHandle
 
 from ._journal import Journal
 
-__all__ = ["destroy_sandbox", "release_runner", "teardown"]
+__all__ = ["RELEASE_RETRY", "destroy_sandbox", "release_runner", "teardown"]
 
 log = logging.getLogger("ephemerd.scheduler")
+
+RELEASE_RETRY = RetryPolicy(schedule=(0.5, 1.0, 2.0, 4.0), max_age=None, max_attempts=4)
+"""Tries after a failed release that may pass: four more, about 7.5 s in all."""
 
 
 async def destroy_sandbox(
@@ -38,19 +42,36 @@ async def destroy_sandbox(
 
 
 async def release_runner(provider: Provider, journal: Journal, claim: Claim) -> bool:
-    """Deregister *claim*'s runner on its forge; ``True`` once it is released."""
-    try:
-        await provider.release_job(claim)
+    """Deregister *claim*'s runner on its forge; ``True`` once it is released.
+
+    A failure that may pass (a dropped connection, a 5xx, a rate limit) is tried again a
+    few times first: a runner left registered stays on the forge until the next start.
+    """
+    backoff = Backoff(RELEASE_RETRY)
+    while True:
+        try:
+            await provider.release_job(claim)
+        except EphemerdError as exc:
+            delay = backoff.next_delay(trio.current_time()) if exc.retryable else None
+            if delay is None:
+                log.warning(
+                    "runner %s on %s: release failed, left for the next sweep: %s",
+                    claim.runner_name,
+                    provider.name,
+                    exc,
+                )
+                return False
+            log.info(
+                "runner %s on %s: release failed, trying again in %.1fs: %s",
+                claim.runner_name,
+                provider.name,
+                delay,
+                exc,
+            )
+            await trio.sleep(delay)
+            continue
         journal.forget_runner(provider.name, claim.runner_name)
-    except EphemerdError as exc:
-        log.warning(
-            "runner %s on %s: release failed, left for the next sweep: %s",
-            claim.runner_name,
-            provider.name,
-            exc,
-        )
-        return False
-    return True
+        return True
 
 
 async def teardown(

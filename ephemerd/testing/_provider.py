@@ -129,6 +129,7 @@ class MemoryProvider:
         self.claim_gate: trio.Event | None = None
         self.release_gate: trio.Event | None = None
         self._failures: list[ForgeError] = []
+        self._release_failures: list[ForgeError] = []
         self._outbox: list[JobEvent] = []
         self._wake = trio.Event()
         self._ids = itertools.count(1)
@@ -218,6 +219,10 @@ class MemoryProvider:
         """Make the next *count* ``claim_job`` calls raise *error*."""
         self._failures.extend([error] * count)
 
+    def fail_next_releases(self, count: int, error: ForgeError) -> None:
+        """Make the next *count* ``release_job`` calls raise *error*."""
+        self._release_failures.extend([error] * count)
+
     # -- Provider --------------------------------------------------------------------
 
     async def claim_job(self, event: JobEvent, *, runner_name: str, labels: Sequence[str]) -> Claim:
@@ -251,6 +256,8 @@ class MemoryProvider:
         if self.release_gate is not None:
             await self.release_gate.wait()
         await trio.lowlevel.checkpoint()
+        if self._release_failures:
+            raise self._release_failures.pop(0)
         self.releases.append(claim)
 
     async def fetch_job_image(self, event: JobEvent) -> str | None:

@@ -23,13 +23,13 @@ import trio
 from ephemerd._proto.containerd.services.containers import v1 as containers_v1
 from ephemerd._proto.containerd.services.leases import v1 as leases_v1
 from ephemerd.sandbox import (
+    DEFAULT_SUBNET,
     MANAGED_LABEL,
     ImageStore,
     build_host_image,
     host_python_paths,
     open_containerd,
 )
-from ephemerd.sandbox._network import DEFAULT_SUBNET
 from ephemerd.sandbox._runtime import SANDBOX_LABEL
 
 RUNNER_DIR = Path(__file__).parent / "actions_runner"

@@ -32,9 +32,14 @@ import trio
 
 from ephemerd._proto.containerd.services.containers import v1 as containers_v1
 from ephemerd._proto.containerd.services.tasks import v1 as tasks_v1
-from ephemerd.sandbox import ContainerdClient, ImageStore, build_host_image, host_python_paths
+from ephemerd.sandbox import (
+    DEFAULT_SUBNET,
+    ContainerdClient,
+    ImageStore,
+    build_host_image,
+    host_python_paths,
+)
 from ephemerd.sandbox._embedded import EmbeddedContainerd, open_containerd
-from ephemerd.sandbox._network import DEFAULT_SUBNET
 
 __all__ = [
     "GATEWAY",

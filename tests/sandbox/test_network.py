@@ -24,8 +24,8 @@ import pytest
 import trio
 
 from ephemerd._errors import ConfigError, RuntimeUnavailable, SandboxError
+from ephemerd.sandbox import JobNetwork, open_job_network
 from ephemerd.sandbox._netns import dropping_forward_chains
-from ephemerd.sandbox._network import JobNetwork, open_job_network
 
 pytestmark = [
     pytest.mark.network,
@@ -390,7 +390,7 @@ async def test_cancelling_attach_at_any_point_leaves_nothing(tmp_path: Path) -> 
 CRASHER = r"""
 import sys, trio
 from pathlib import Path
-from ephemerd.sandbox._network import open_job_network
+from ephemerd.sandbox import open_job_network
 
 async def main():
     async with open_job_network(data_dir=Path(sys.argv[1]), subnet=sys.argv[2], name=sys.argv[3]) as net:
