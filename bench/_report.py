@@ -68,6 +68,8 @@ def _row(bench: str, metric: str, figure: Any, unit: str, **extra: Any) -> list[
 
 
 def _sandbox(out: Json) -> list[Row]:
+    if out.get("network", "none") != "none":
+        return _sandbox_network(out)
     b = "sandbox"
     rows = _row(
         b,
@@ -91,6 +93,30 @@ def _sandbox(out: Json) -> list[Row]:
     rows += _row(
         b,
         "leaked objects after the sequential jobs",
+        out.get("leak_check", {}).get("leaked"),
+        "",
+        target=Target("==", 0),
+    )
+    return rows
+
+
+def _sandbox_network(out: Json) -> list[Row]:
+    """The same jobs, each on the job network (its own namespace, address and rules)."""
+    b = "sandbox_network"
+    rows = _row(
+        b,
+        "trivial job on the job network, create → exit → destroyed, median",
+        out.get("trivial_job_ms", {}).get("median"),
+        "ms",
+        floor=out.get("runc_floor_ms", {}).get("median"),
+        floor_label="`runc run`",
+    )
+    rows += _row(
+        b, "20 concurrent trivial jobs on the job network", out.get("concurrent_20_s"), "s"
+    )
+    rows += _row(
+        b,
+        "leaked objects (namespaces, ports, rules too) after the sequential jobs",
         out.get("leak_check", {}).get("leaked"),
         "",
         target=Target("==", 0),
@@ -303,6 +329,7 @@ EXTRACTORS: dict[str, Callable[[Json], list[Row]]] = {
     "scheduler_throughput": _throughput,
     "status_latency": _status,
     "sandbox": _sandbox,
+    "sandbox_network": _sandbox,
     "jobs_per_minute": _jobs,
     "daemon_rss": _rss,
     "github_pickup": _github,

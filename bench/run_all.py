@@ -53,6 +53,12 @@ BENCHES = (
     ),
     Bench(name="sandbox", script="sandbox.py", quick=("--runs", "5", "--sequential", "10")),
     Bench(
+        name="sandbox_network",
+        script="sandbox.py",
+        full=("--network", "default", "--sequential", "50"),
+        quick=("--network", "default", "--runs", "5", "--sequential", "10"),
+    ),
+    Bench(
         name="jobs_per_minute",
         script="jobs_per_minute.py",
         full=("--jobs", "120"),

@@ -219,14 +219,16 @@ class SandboxRuntime:
 
     async def _teardown(self, name: str, *, exited: bool, leased: bool, views: bool) -> None:
         client = self.client
-        await self.teardown_task(name, exited=exited)  # a dead shim's task may refuse
         done: list[bool] = []
 
         async def step(call: Awaitable[object]) -> None:
             done.append(await _quiet(call))
 
-        # independent of each other once the task is gone
         async with trio.open_nursery() as nursery:
+            if exited:  # its pid namespace is gone: nothing uses the network any more
+                nursery.start_soon(self._detach, name)
+            await self.teardown_task(name, exited=exited)  # a dead shim's task may refuse
+            # independent of each other once the task is gone
             nursery.start_soon(
                 step,
                 client.call(
@@ -240,7 +242,8 @@ class SandboxRuntime:
                     snapshots_v1.RemoveSnapshotRequest(snapshotter=SNAPSHOTTER, key=name),
                 ),
             )
-            nursery.start_soon(self._detach, name)
+            if not exited:
+                nursery.start_soon(self._detach, name)
             if views:
                 nursery.start_soon(step, remove_image_mounts(client, name))
         self.files.remove(name)

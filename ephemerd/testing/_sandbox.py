@@ -12,7 +12,8 @@ Each sandbox "runs" a tiny script given by its argv:
 
 ``kill`` ends the sandbox as killed (exit 128 + signal). ``exec`` records its calls and
 runs the same script language (only ``exit N`` matters; ``sleep`` sleeps); an exec given
-``stdin`` (``sh -s`` and a script) runs the words of its stdin instead of its argv. Each sandbox
+``stdin`` (``sh -s`` and a script) runs the words of its stdin instead of its argv (a
+final ``exit $?`` is the shell's own and changes nothing). Each sandbox
 writes ``<log_dir>/<name>.log``. Failures can be injected with ``fail_next_creates`` and
 ``fail_next_starts``. Nothing persists beyond the object.
 """
@@ -183,6 +184,8 @@ class MemorySandboxHandle:
         self._backend.execs.append(call)
         self._log(f"exec: {' '.join(argv)}")
         words = argv if stdin is None else stdin.decode(errors="replace").split()
+        if stdin is not None and words[-2:] == ["exit", "$?"]:
+            words = words[:-2]  # a shell's own "exit with the last status"
         seconds, result = _script(words)
         if output is not None:
             await output("stdout", (" ".join(words) + "\n").encode())

@@ -99,7 +99,7 @@ class GitLabJob:
             try:
                 async with self._one_at_a_time:
                     try:
-                        code = await handle.exec(shell, output=tee, stdin=script)
+                        code = await handle.exec(shell, output=tee, stdin=_ending_with_exit(script))
                         done = True
                     finally:
                         if not done:
@@ -114,6 +114,18 @@ class GitLabJob:
             self.exit_code = code
         log.debug("gitlab job %s: %s exited %d", self.id, stage, code)
         return code
+
+
+def _ending_with_exit(script: bytes) -> bytes:
+    """*script*, made to end the shell itself rather than wait for the end of its stdin.
+
+    containerd 1.6's runc shim now and then never passes the end of an exec's stdin on
+    (measured here: 2 stuck shells in about 17,000 execs, each with its script run and
+    the stdin closed), which would hang the stage until gitlab-runner's timeout.
+    """
+    if script and not script.endswith(b"\n"):
+        script += b"\n"
+    return script + b"exit $?\n"
 
 
 async def _reap(handle: SandboxHandle) -> None:

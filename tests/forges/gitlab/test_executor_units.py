@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import pytest
 
 from ephemerd._errors import ControlError
@@ -64,3 +67,26 @@ def test_a_job_is_expected_once_and_needs_an_id() -> None:
     provider.forget("8")
     provider.expect(ExecutorRequest(job_id="8"))
     assert provider.cleanup("8") and not provider.cleanup("9")
+
+
+async def test_a_stage_script_ends_the_shell_itself() -> None:
+    import trio
+
+    from ephemerd.capabilities import SandboxSpec
+    from ephemerd.forges.gitlab import GitLabJob
+    from ephemerd.testing import MemorySandbox
+
+    backend = MemorySandbox(log_dir=Path(tempfile.mkdtemp()))
+    handle = await backend.create(SandboxSpec(name="gl-1", image="i", argv=("sleep", "infinity")))
+    await handle.start()
+    job = GitLabJob(ExecutorRequest(job_id="1", variables={}), image="i")
+    job.handle = handle
+
+    async def output(stream: str, chunk: bytes) -> None:
+        await trio.lowlevel.checkpoint()
+
+    # no trailing newline: the exit goes on a line of its own
+    assert await job.run(b"exit 3", "build_script", output, shell=("sh", "-s")) == 3
+    assert backend.execs[-1].stdin == b"exit 3\nexit $?\n"
+    assert await job.run(b"", "after_script", output, shell=("sh", "-s")) == 0
+    assert backend.execs[-1].stdin == b"exit $?\n"
