@@ -12,6 +12,8 @@ import msgspec
 
 __all__ = ["Backoff", "RetryPolicy"]
 
+_JITTER = random.Random()  # one per Backoff would reseed from os.urandom for every job
+
 
 class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
     """How to space out retries.
@@ -54,7 +56,7 @@ class Backoff:
         self.policy = policy
         self.failures = 0
         self.first_failure_at: float | None = None
-        self._rng = rng or random.Random()
+        self._rng = rng or _JITTER
 
     def next_delay(self, now: float) -> float | None:
         """Record a failure at *now*; return the delay until the next try, ``None`` to give up."""

@@ -7,6 +7,7 @@ label it asks for is one this host offers.
 
 from __future__ import annotations
 
+import functools
 import platform
 from collections.abc import Iterable
 
@@ -46,25 +47,11 @@ class HostLabels(msgspec.Struct, frozen=True, kw_only=True):
 
     def runner_labels(self) -> tuple[str, ...]:
         """The labels to register a runner with: ``self-hosted``, OS, primary arch, extras."""
-        arch = self.arch.strip().lower()
-        primary = _ARCH_ALIASES.get(arch, (arch,))[0]
-        head = ["self-hosted"] if self.self_hosted else []
-        out: list[str] = []
-        for raw in [*head, self.os.strip().lower(), primary, *self.extra]:
-            label = raw.strip()
-            if label and label.lower() not in (seen.lower() for seen in out):
-                out.append(label)
-        return tuple(out)
+        return _runner_labels(self)
 
     def accepted(self) -> frozenset[str]:
         """Every lower-case label a job may ask for and still be runnable here."""
-        arch = self.arch.strip().lower()
-        names = {self.os.strip().lower(), *_ARCH_ALIASES.get(arch, (arch,))}
-        names.update(label.strip().lower() for label in self.extra)
-        if self.self_hosted:
-            names.add("self-hosted")
-        names.discard("")
-        return frozenset(names)
+        return _accepted(self)
 
     def satisfies(self, job_labels: Iterable[str]) -> bool:
         """Whether every label the job asks for is offered here (case-insensitive).
@@ -73,3 +60,28 @@ class HostLabels(msgspec.Struct, frozen=True, kw_only=True):
         """
         accepted = self.accepted()
         return all(label in accepted for label in label_set_key(job_labels))
+
+
+# Asked for every event and every claim; a host's labels never change while it runs.
+@functools.lru_cache(maxsize=64)
+def _runner_labels(host: HostLabels) -> tuple[str, ...]:
+    arch = host.arch.strip().lower()
+    primary = _ARCH_ALIASES.get(arch, (arch,))[0]
+    head = ["self-hosted"] if host.self_hosted else []
+    out: list[str] = []
+    for raw in [*head, host.os.strip().lower(), primary, *host.extra]:
+        label = raw.strip()
+        if label and label.lower() not in (seen.lower() for seen in out):
+            out.append(label)
+    return tuple(out)
+
+
+@functools.lru_cache(maxsize=64)
+def _accepted(host: HostLabels) -> frozenset[str]:
+    arch = host.arch.strip().lower()
+    names = {host.os.strip().lower(), *_ARCH_ALIASES.get(arch, (arch,))}
+    names.update(label.strip().lower() for label in host.extra)
+    if host.self_hosted:
+        names.add("self-hosted")
+    names.discard("")
+    return frozenset(names)
