@@ -140,7 +140,8 @@ def _throughput(out: Json) -> list[Row]:
     b = "scheduler_throughput"
     rows = _row(
         b,
-        f"{out.get('events', 0):,} queued events → every unique job claimed",
+        f"{out.get('events', 0):,} queued events → every unique job claimed"
+        + (f", median of {len(out['runs'])} daemons" if len(out.get("runs", ())) > 1 else ""),
         out.get("seconds_to_all_claims"),
         "s",
         target=Target("<=", out.get("target_seconds", 5.0)),

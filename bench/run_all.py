@@ -43,7 +43,9 @@ class Bench(msgspec.Struct, frozen=True, kw_only=True):
 
 BENCHES = (
     Bench(
-        name="scheduler_throughput", script="scheduler_throughput.py", quick=("--events", "1000")
+        name="scheduler_throughput",
+        script="scheduler_throughput.py",
+        quick=("--events", "1000", "--repeat", "1"),
     ),
     Bench(
         name="status_latency",
