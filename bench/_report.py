@@ -116,7 +116,10 @@ def _sandbox_network(out: Json) -> list[Row]:
         floor_label="`runc run`",
     )
     rows += _row(
-        b, "20 concurrent trivial jobs on the job network", out.get("concurrent_20_s"), "s"
+        b,
+        "20 concurrent trivial jobs on the job network, median of 5 rounds",
+        out.get("concurrent_20_s"),
+        "s",
     )
     rows += _row(
         b,

@@ -38,7 +38,7 @@ def test_sandbox_json_gives_figure_target_floor_ratio_and_verdict() -> None:
     rows = {r.metric: r for r in rows_of("sandbox", out)}
     trivial = rows["trivial job create → exit → destroyed, median"]
     assert (trivial.figure, trivial.floor, trivial.ratio, trivial.met) == (150.0, 50.0, 3.0, False)
-    assert rows["20 concurrent trivial jobs"].met is False
+    assert rows["20 concurrent trivial jobs, median of 5 rounds"].met is False
     assert rows["containerd ready after start"].met is True
     assert rows["leaked objects after the sequential jobs"].met is True
 
