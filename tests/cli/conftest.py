@@ -59,6 +59,42 @@ async def start_process(
     return process
 
 
+# The console script's own entry (``python -m`` would add runpy's imports to the count).
+CONSOLE_SCRIPT = "import sys; from ephemerd.cli import main; sys.exit(main())"
+
+# What the fast paths (status, gitlab-executor stages) must never import: each costs
+# milliseconds of start-up.
+HEAVY_MODULES = (
+    "asyncio",
+    "betterproto",
+    "cyclopts",
+    "dataclasses",
+    "ephemerd.capabilities",
+    "grpclib",
+    "inspect",
+    "logging",
+    "msgspec",
+    "rich",
+    "socket",
+    "trio",
+    "trio_asyncio",
+    "typing_extensions",
+)
+
+
+def imported_modules(stderr: bytes) -> set[str]:
+    """Every module a ``python -X importtime`` run imported, from its stderr."""
+    return {line.split("|")[-1].strip() for line in stderr.decode().splitlines() if "|" in line}
+
+
+async def import_floor() -> set[str]:
+    """What the bare interpreter imports (site, ...): not ours to count."""
+    result = await trio.run_process(
+        [sys.executable, "-X", "importtime", "-c", "pass"], capture_stderr=True, cwd=ROOT
+    )
+    return imported_modules(result.stderr)
+
+
 def cli_env() -> dict[str, str]:
     env = dict(os.environ)
     env.pop("EPHEMERD_DATA_DIR", None)

@@ -25,25 +25,8 @@ from ephemerd.cli._quick import run_quick
 from ephemerd.control import open_control_server
 from tests.control.fake_executor import INSTANCE, ExecutorTarget, FakeExecutor
 
-from .conftest import ROOT, cli_env
+from .conftest import CONSOLE_SCRIPT, HEAVY_MODULES, ROOT, cli_env, import_floor, imported_modules
 
-_SCRIPT = "import sys; from ephemerd.cli import main; sys.exit(main())"
-_HEAVY = (
-    "asyncio",
-    "betterproto",
-    "cyclopts",
-    "dataclasses",
-    "ephemerd.capabilities",
-    "grpclib",
-    "inspect",
-    "logging",
-    "msgspec",
-    "rich",
-    "socket",
-    "trio",
-    "trio_asyncio",
-    "typing_extensions",
-)
 BUILD_FAILURE, SYSTEM_FAILURE = 17, 42
 
 
@@ -76,7 +59,15 @@ def _env(tmp_path: Path, job_id: str) -> dict[str, str]:
 
 
 def _argv(data_dir: Path, *args: str) -> list[str]:
-    return [sys.executable, "-c", _SCRIPT, "--data-dir", str(data_dir), "gitlab-executor", *args]
+    return [
+        sys.executable,
+        "-c",
+        CONSOLE_SCRIPT,
+        "--data-dir",
+        str(data_dir),
+        "gitlab-executor",
+        *args,
+    ]
 
 
 async def _stage(
@@ -101,22 +92,10 @@ def _script(tmp_path: Path, text: str) -> str:
     return str(path)
 
 
-async def _floor() -> set[str]:
-    """What the bare interpreter imports (site, ...): not ours to count."""
-    result = await trio.run_process(
-        [sys.executable, "-X", "importtime", "-c", "pass"], capture_stderr=True, cwd=ROOT
-    )
-    return _imported(result.stderr)
-
-
-def _imported(stderr: bytes) -> set[str]:
-    return {line.split("|")[-1].strip() for line in stderr.decode().splitlines() if "|" in line}
-
-
 async def test_each_stage_imports_no_heavy_module(
     tmp_path: Path, data_dir: Path, executor: FakeExecutor
 ) -> None:
-    floor = await _floor()
+    floor = await import_floor()
     script = _script(tmp_path, "out hello\nerr oops\n")
     stages = [
         ("config",),
@@ -127,11 +106,11 @@ async def test_each_stage_imports_no_heavy_module(
     for args in stages:
         result = await _stage(tmp_path, data_dir, "5", *args, importtime=True)
         assert result.returncode == 0, result.stderr[-500:]
-        imported = _imported(result.stderr)
+        imported = imported_modules(result.stderr)
         assert "ephemerd.cli._quick" in imported  # the measurement saw the real path
         if args[0] != "config":
             assert "ephemerd.control._quick" in imported
-        assert [name for name in _HEAVY if name in imported - floor] == [], args
+        assert [name for name in HEAVY_MODULES if name in imported - floor] == [], args
         if args[0] == "run":
             assert result.stdout == b"hello\n"
             assert b"oops\n" in result.stderr
@@ -227,7 +206,7 @@ async def test_the_cyclopts_path_runs_the_same_stage(
     result = await _stage(tmp_path, data_dir, "9", *args, importtime=True)
     assert result.returncode == 0, result.stderr[-500:]
     assert result.stdout == b"via cyclopts\n"
-    assert "cyclopts" in _imported(result.stderr)
+    assert "cyclopts" in imported_modules(result.stderr)
     assert executor.scripts[-1][0::2] == ("9", "step")
 
 

@@ -15,26 +15,14 @@ import sys
 import pytest
 import trio
 
-from .conftest import ROOT, Daemon, cli_env
-
-# The console script's own entry (``python -m`` would add runpy's imports to the count).
-_SCRIPT = "import sys; from ephemerd.cli import main; sys.exit(main())"
-
-_HEAVY = (
-    "asyncio",
-    "betterproto",
-    "cyclopts",
-    "dataclasses",
-    "ephemerd.capabilities",
-    "grpclib",
-    "inspect",
-    "logging",
-    "msgspec",
-    "rich",
-    "socket",
-    "trio",
-    "trio_asyncio",
-    "typing_extensions",
+from .conftest import (
+    CONSOLE_SCRIPT,
+    HEAVY_MODULES,
+    ROOT,
+    Daemon,
+    cli_env,
+    import_floor,
+    imported_modules,
 )
 
 
@@ -48,18 +36,19 @@ async def _imports(argv: list[str]) -> tuple[bytes, set[str]]:
         cwd=ROOT,
         env=cli_env(),
     )
-    lines = result.stderr.decode().splitlines()
-    return result.stdout, {line.split("|")[-1].strip() for line in lines if "|" in line}
+    return result.stdout, imported_modules(result.stderr)
 
 
 @pytest.mark.parametrize("args", [["status"], ["status", "--json"]])
 async def test_status_imports_no_heavy_module(daemon: Daemon, args: list[str]) -> None:
-    _, floor = await _imports(["-c", "pass"])  # whatever site already loads is not ours
-    out, imported = await _imports(["-c", _SCRIPT, "--data-dir", str(daemon.data_dir), *args])
+    floor = await import_floor()
+    out, imported = await _imports(
+        ["-c", CONSOLE_SCRIPT, "--data-dir", str(daemon.data_dir), *args]
+    )
     if args[-1] == "--json":
         assert json.loads(out)["pid"] == os.getpid()
     else:
         assert out.startswith(b"ephemerd ")
     assert "ephemerd.control._quick" in imported  # the measurement saw the real path
-    heavy = [name for name in _HEAVY if name in imported - floor]
+    heavy = [name for name in HEAVY_MODULES if name in imported - floor]
     assert heavy == []

@@ -23,10 +23,11 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from contextlib import asynccontextmanager
 from ipaddress import IPv4Network
 from pathlib import Path
+from typing import TypeVar
 
 import trio
 
@@ -193,11 +194,21 @@ class DaemonProcess:
         return await self.process.wait()
 
 
+D = TypeVar("D", bound=DaemonProcess)
+
+
 @asynccontextmanager
 async def open_daemon(
-    data_dir: Path, *, ready_timeout: float = 60.0
-) -> AsyncGenerator[DaemonProcess]:
-    """``ephemerd serve`` on *data_dir* (with its ``config.toml``) for the block.
+    data_dir: Path,
+    *,
+    ready: str = "serving 1 provider",
+    ready_timeout: float = 60.0,
+    kind: Callable[[trio.Process, Path], D] = DaemonProcess,
+) -> AsyncGenerator[D]:
+    """``ephemerd serve`` on *data_dir* (with its ``config.toml``) for the block, once it
+    has logged *ready*; *kind* wraps the process (``DaemonProcess`` or a subclass).
+
+    On a failure inside the block the daemon's whole log is printed (pytest shows it).
 
     Cancellation: the daemon is always stopped (drained, then killed), shielded.
     """
@@ -208,15 +219,15 @@ async def open_daemon(
         stderr=subprocess.PIPE,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
-    daemon = DaemonProcess(process, data_dir)
+    daemon = kind(process, data_dir)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(daemon.read_log)
         try:
             with trio.fail_after(ready_timeout):
-                await daemon.wait_for_log("serving 1 provider")
+                await daemon.wait_for_log(ready)
             yield daemon
         except BaseException:
-            print(f"daemon log:\n{daemon.log()}")  # pytest shows it with the failure
+            print(f"daemon log:\n{daemon.log()}")
             raise
         finally:
             with trio.CancelScope(shield=True):

@@ -13,8 +13,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncGenerator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 import trio
@@ -23,7 +22,7 @@ from ephemerd.capabilities import JobState
 from ephemerd.control import open_control_client
 from ephemerd.sandbox import ImageStore, build_host_image, open_containerd
 from tests.daemon.conftest import SECRET, Daemon, free_port
-from tests.e2e.harness import DaemonProcess
+from tests.e2e.harness import DaemonProcess, open_daemon
 
 __all__ = [
     "MEMORY_IMAGE",
@@ -150,32 +149,12 @@ class TimedDaemon(DaemonProcess):
         return hits[count - 1] - self.spawned
 
 
-@asynccontextmanager
-async def open_daemon_async(
+def open_daemon_async(
     data_dir: Path, *, ready: str = "serving ", ready_timeout: float = 90.0
-) -> AsyncGenerator[TimedDaemon]:
+) -> AbstractAsyncContextManager[TimedDaemon]:
     """``ephemerd serve`` on *data_dir* as a child of the test's Trio run (for tests that
-    also serve a fake forge in-process); stopped (drained, then killed) on the way out."""
-    process = await trio.lowlevel.open_process(
-        [sys.executable, "-m", "ephemerd", "--data-dir", str(data_dir), "serve"],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    daemon = TimedDaemon(process, data_dir)
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(daemon.read_log)
-        try:
-            with trio.fail_after(ready_timeout):
-                await daemon.wait_for_log(ready)
-            yield daemon
-        except BaseException:
-            print(f"daemon log:\n{daemon.log()}")  # pytest shows it with the failure
-            raise
-        finally:
-            with trio.CancelScope(shield=True):
-                await daemon.stop()
+    also serve a fake forge in-process), timing its log lines; see ``open_daemon``."""
+    return open_daemon(data_dir, ready=ready, ready_timeout=ready_timeout, kind=TimedDaemon)
 
 
 async def wait_running(data_dir: Path, count: int) -> set[str]:
