@@ -25,6 +25,7 @@ from ephemerd.sandbox._image_mounts import (
     check_image_mounts,
     oci_image_mount,
 )
+from ephemerd.sandbox._runtime import GC_ROOT_LABEL
 
 from .containerd_fixture import (  # noqa: F401  (fixtures)
     Session,
@@ -227,7 +228,12 @@ async def test_missing_source_directory_fails_create_and_leaves_nothing(
 async def test_leftover_view_is_found_and_swept(
     containerd_session: Session, cd_client: ContainerdClient
 ) -> None:
-    """A view whose sandbox lost everything else (a crash mid-teardown) is still swept."""
+    """A view whose sandbox lost everything else (a crash mid-teardown) is still swept.
+
+    The view is pinned with the garbage collector's root label: without a lease, containerd
+    would collect it at its next GC pass, and the test would race the collector instead of
+    checking the sweep.
+    """
     images = ImageStore(cd_client)
     await _tool_image(images, containerd_session)
     info = await images.ensure(TOOL_IMAGE)
@@ -238,7 +244,11 @@ async def test_leftover_view_is_found_and_swept(
             snapshotter="overlayfs",
             key=f"{name}/image-mount-0",
             parent=info.chain_id,
-            labels={IMAGE_MOUNT_LABEL: TOOL_IMAGE, "ephemerd.io/sandbox": name},
+            labels={
+                IMAGE_MOUNT_LABEL: TOOL_IMAGE,
+                "ephemerd.io/sandbox": name,
+                GC_ROOT_LABEL: "pinned",
+            },
         ),
     )
     async with open_sandbox_backend(
