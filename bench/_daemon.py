@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 import trio
 
-from ephemerd.sandbox import ImageStore, build_host_image, open_containerd
+from ephemerd.sandbox import EmbeddedContainerd, ImageStore, build_host_image, open_containerd
 
 SECRET = "bench-secret"
 IMAGE = "memory/runner:latest"  # the memory provider's default image
@@ -45,27 +45,21 @@ def rss_mib(pid: int) -> float:
     return float("nan")
 
 
-def children_rss_mib(pid: int) -> float:
-    """RSS of *pid*'s descendants (the embedded containerd and its shims)."""
-    total = 0.0
-    for child in Path(f"/proc/{pid}/task").glob("*/children"):
-        for cpid in child.read_text().split():
-            with suppress(FileNotFoundError, ProcessLookupError):
-                own = rss_mib(int(cpid))  # nan for a zombie: a tool that just exited
-                total += (0.0 if own != own else own) + children_rss_mib(int(cpid))
-    return total
+def containerd_rss_mib(data_dir: Path) -> float:
+    """RSS of *data_dir*'s embedded containerd."""
+    return rss_mib(int(EmbeddedContainerd(data_dir).pid_file.read_text()))
 
 
-def shims_rss_mib(data_dir: Path) -> tuple[int, float]:
-    """How many containerd shims serve *data_dir*'s containerd, and their RSS together."""
+def runc_rss_mib(data_dir: Path) -> tuple[int, float]:
+    """How many runc processes run *data_dir*'s sandboxes, and their RSS together."""
     count, total = 0, 0.0
-    marker = str(data_dir).encode()
+    marker = b"--root\0" + str(data_dir / "run" / "runc").encode() + b"\0"
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
         with suppress(OSError):
             argv = (proc / "cmdline").read_bytes()
-            if b"containerd-shim" in argv and marker in argv:
+            if argv.startswith(b"runc\0") and marker in argv:
                 count += 1
                 total += rss_mib(int(proc.name))
     return count, total

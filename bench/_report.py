@@ -271,8 +271,8 @@ def _rss(out: Json) -> list[Row]:
     )
     rows += _row(
         "daemon_rss",
-        f"embedded containerd + shims, {out.get('jobs', 8)} jobs running",
-        _sum(out.get("containerd_busy_mib"), out.get("shims_busy_mib")),
+        f"embedded containerd + runc, {out.get('jobs', 8)} jobs running",
+        _sum(out.get("containerd_busy_mib"), out.get("runc_busy_mib")),
         "MiB",
     )
     return rows

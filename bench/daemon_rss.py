@@ -3,9 +3,8 @@
 The daemon runs the memory provider on the containerd backend (see ``_daemon.py``). Idle:
 after it answers ``/healthz`` and has run one job (every code path a job takes is
 imported). Busy: while ``/healthz`` reports 8 active jobs, each a sandbox running
-``sleep``. The daemon's own RSS is the figure; its embedded containerd and the shims are
-reported beside it (a shim is re-parented away from containerd, so shims are found by
-their ``-address``). The floor: RSS of a bare ``python -c`` that imports trio and waits.
+``sleep``. The daemon's own RSS is the figure; its embedded containerd and the runc
+process of each running sandbox are reported beside it. The floor: RSS of a bare ``python -c`` that imports trio and waits.
 Prints JSON (MiB).
 
     python bench/daemon_rss.py [--jobs 8]
@@ -25,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _daemon import bench_daemon, build_image, children_rss_mib, rss_mib, shims_rss_mib
+from _daemon import bench_daemon, build_image, containerd_rss_mib, rss_mib, runc_rss_mib
 
 
 def python_floor() -> float:
@@ -58,18 +57,18 @@ def main() -> int:
             daemon.submit([("warm", ["true"])])
             daemon.wait("warm-up job", lambda: daemon.finished() >= 1, timeout=60)
             time.sleep(1.0)  # let the finished job's teardown settle
-            idle, idle_children = rss_mib(pid), children_rss_mib(pid)
+            idle, idle_containerd = rss_mib(pid), containerd_rss_mib(data_dir)
             daemon.submit([(f"s{i}", ["sleep", "600"]) for i in range(args.jobs)])
             daemon.wait(
                 f"{args.jobs} running jobs", lambda: daemon.active() >= args.jobs, timeout=120
             )
             daemon.wait(
                 f"{args.jobs} sandboxes running",
-                lambda: shims_rss_mib(data_dir)[0] >= args.jobs,
+                lambda: runc_rss_mib(data_dir)[0] >= args.jobs,
                 timeout=120,
             )
-            busy, busy_children = rss_mib(pid), children_rss_mib(pid)
-            shims, shims_mib = shims_rss_mib(data_dir)
+            busy, busy_containerd = rss_mib(pid), containerd_rss_mib(data_dir)
+            runc, runc_mib = runc_rss_mib(data_dir)
     floor = python_floor()
     print(
         json.dumps(
@@ -78,10 +77,10 @@ def main() -> int:
                 "jobs": args.jobs,
                 "idle_mib": round(idle, 1),
                 "busy_mib": round(busy, 1),
-                "containerd_idle_mib": round(idle_children, 1),
-                "containerd_busy_mib": round(busy_children, 1),
-                "shims_busy": shims,
-                "shims_busy_mib": round(shims_mib, 1),
+                "containerd_idle_mib": round(idle_containerd, 1),
+                "containerd_busy_mib": round(busy_containerd, 1),
+                "runc_busy": runc,
+                "runc_busy_mib": round(runc_mib, 1),
                 "floor_python_trio_mib": round(floor, 1),
                 "idle_ratio": round(idle / floor, 2),
             },

@@ -104,7 +104,7 @@ async def bare(data_dir: Path, runs: int) -> dict[str, object]:
                     assert code == 0, code
                 finally:
                     await handle.destroy()
-                if i:  # the first run warms the shim and the page cache
+                if i:  # the first run warms the page cache
                     creates.append(created)
                     execs.append(executed)
     return {"bare_create_start_ms": _ms(creates), "bare_exec_ms": _ms(execs)}

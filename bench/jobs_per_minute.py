@@ -33,7 +33,7 @@ from ephemerd.sandbox import ImageStore, open_containerd, open_sandbox_backend
 
 def through_daemon(data_dir: Path, jobs: int, concurrency: int) -> tuple[float, int]:
     with bench_daemon(data_dir, max_concurrent=concurrency) as daemon:
-        daemon.submit([("warm", ["true"])])  # the first shim start and page cache
+        daemon.submit([("warm", ["true"])])  # the page cache
         daemon.wait("warm-up job", lambda: daemon.finished() >= 1, timeout=60)
         started = time.perf_counter()
         daemon.submit([(f"j{i}", ["true"]) for i in range(jobs)])

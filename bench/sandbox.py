@@ -9,7 +9,7 @@ Measures, in one run on this host (root needed):
   ``ratio`` of the two (target ≤ 3.5);
 - ``concurrent_20_s``: wall time of 20 trivial jobs at once, median of 5 rounds
   (target ≤ 1.5 s);
-- ``leak_check``: containers, tasks, snapshots, leases, name claims, shim processes,
+- ``leak_check``: containers, snapshots, leases, name claims, runc states, bundles,
   network namespaces, bridge ports and nft rules counted before and after ``--sequential`` (200)
   jobs; ``leaked`` must be 0.
 
@@ -17,8 +17,8 @@ Measures, in one run on this host (root needed):
 table and subnet ``--subnet``, so it meets no other ephemerd on the host); the default
 ``none`` measures the sandbox alone.
 
-``--runtime NAME`` (any containerd runtime name) replaces the backend's default,
-``io.containerd.runc.v2``, for comparisons.
+``--runtime NAME`` (an OCI runtime binary with runc's command line) replaces the
+backend's default, ``runc``, for comparisons.
 
 Usage: ``python bench/sandbox.py [--runs 30] [--sequential 200] [--network none|default]
 [--subnet 10.234.0.0/22] [--runtime NAME] [--data-dir DIR]``
@@ -43,7 +43,6 @@ import trio
 from ephemerd._proto.containerd.services.containers import v1 as containers_v1
 from ephemerd._proto.containerd.services.leases import v1 as leases_v1
 from ephemerd._proto.containerd.services.snapshots import v1 as snapshots_v1
-from ephemerd._proto.containerd.services.tasks import v1 as tasks_v1
 from ephemerd.capabilities import SandboxSpec
 from ephemerd.sandbox import (
     HOST_IMAGE,
@@ -86,12 +85,17 @@ def _lines(argv: list[str]) -> list[str]:
     return done.stdout.splitlines()
 
 
+def _entries(directory: Path) -> int:
+    return len(list(directory.iterdir())) if directory.is_dir() else 0
+
+
 def host_counts(data_dir: Path) -> dict[str, int]:
-    """What jobs leave on the host: claims, shims, namespaces, bridge ports, nft rules."""
-    claims = data_dir / "run" / "sandboxes"
+    """What jobs leave on the host: claims, runc states, bundles, namespaces, bridge ports,
+    nft rules."""
     return {
-        "claims": len(list(claims.iterdir())) if claims.is_dir() else 0,
-        "shims": len(_lines(["pgrep", "-f", f"containerd-shim-runc-v2 .*-address {data_dir}"])),
+        "claims": _entries(data_dir / "run" / "sandboxes"),
+        "runc_states": _entries(data_dir / "run" / "runc"),
+        "bundles": _entries(data_dir / "run" / "bundles"),
         "netns": len(list(Path("/run/netns").glob("ephbench-*"))),
         "bridge_ports": len(_lines(["ip", "-o", "link", "show", "master", "ephbench0"])),
         "nft_rules": sum(
@@ -102,7 +106,6 @@ def host_counts(data_dir: Path) -> dict[str, int]:
 
 async def counts(client: ContainerdClient) -> dict[str, int]:
     containers = await client.call(client.containers.list, containers_v1.ListContainersRequest())
-    tasks = await client.call(client.tasks.list, tasks_v1.ListTasksRequest())
     leases = await client.call(client.leases.list, leases_v1.ListRequest())
     snapshots = 0
     async with client.stream(
@@ -112,7 +115,6 @@ async def counts(client: ContainerdClient) -> dict[str, int]:
             snapshots += len(reply.info)
     return {
         "containers": len(containers.containers),
-        "tasks": len(tasks.tasks),
         "snapshots": snapshots,
         "leases": len(leases.leases),
     }
@@ -192,7 +194,7 @@ async def main(
             )
         )
         result["runtime"] = backend.runtime
-        await trivial_job(backend)  # warm up: first shim start, page cache
+        await trivial_job(backend)  # warm up: the page cache
         jobs = [await trivial_job(backend) for _ in range(runs)]
         floor = await runc_floor(client, image.chain_id, data_dir / "runc", runs)
         result["trivial_job_ms"] = _ms(jobs)
@@ -235,9 +237,7 @@ if __name__ == "__main__":
     parser.add_argument("--sequential", type=int, default=200)
     parser.add_argument("--network", choices=("none", "default"), default="none")
     parser.add_argument("--subnet", default="10.234.0.0/22")
-    parser.add_argument(
-        "--runtime", default=None, help="a containerd runtime name (default: the backend's)"
-    )
+    parser.add_argument("--runtime", default=None, help="an OCI runtime binary (default: runc)")
     parser.add_argument("--data-dir", type=Path, default=None)
     args = parser.parse_args()
     if shutil.which("containerd") is None:

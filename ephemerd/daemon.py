@@ -255,6 +255,7 @@ async def _open_sandbox(config: Config) -> AsyncGenerator[SandboxBackend]:
         allow=config.sandbox.allow,
         log_retention=config.log.retention,
         log_dir=config.data_dir / config.sandbox.log_dir,
+        runtime=config.sandbox.runtime,
     ) as stack:
         yield stack.backend
 

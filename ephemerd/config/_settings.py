@@ -176,7 +176,7 @@ class SandboxConfig(Section, frozen=True, kw_only=True):
         backend: ``containerd``, or ``memory`` (the in-process double, for tests and demos).
         containerd_address: socket of an existing containerd; "" = start an embedded one.
         containerd_binary: the containerd executable for the embedded one.
-        runtime: the OCI runtime.
+        runtime: the OCI runtime binary sandboxes run under (runc or one with its command line).
         network: ``default`` (internet yes, private ranges no) or ``none``.
         network_name: names the job bridge (``<name>0``), the nft table ``inet <name>``
             and the namespaces ``<name>-<job>``; each ephemerd on a host needs its own.

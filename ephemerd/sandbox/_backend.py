@@ -2,7 +2,8 @@
 
 Creating a sandbox is a chain of steps, each of which leaves something behind in
 containerd or on the host: a name claim, a snapshot, credential files, a network
-namespace, a container (and a lease for image-mount views). They are all named after the
+namespace, a container record (and a lease for image-mount views); starting it adds a
+bundle with the mounted root and runc's state. They are all named after the
 sandbox and all removed by the one teardown in ``_runtime.py``, which ``create`` runs
 itself (shielded) when any step fails or is cancelled, so a failed create leaves nothing.
 """
@@ -32,6 +33,7 @@ from ._image_mounts import image_mount_owners, prepare_image_mounts
 from ._images import ImageStore
 from ._runtime import (
     GC_ROOT_LABEL,
+    RUNC_V2,
     SANDBOX_LABEL,
     NetworkAttacher,
     SandboxRuntime,
@@ -74,7 +76,7 @@ class ContainerdSandbox:
 
     @property
     def runtime(self) -> str:
-        """The containerd runtime name (or shim path) every task runs under."""
+        """The OCI runtime binary every sandbox runs under."""
         return self._rt.runtime
 
     async def create(self, spec: SandboxSpec) -> ContainerdHandle:
@@ -113,7 +115,7 @@ class ContainerdSandbox:
             # snapshot by key), so they are created side by side
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._prepare_rootfs, name, image.chain_id, labels, rootfs)
-                networked = await self._create_container(
+                networked, config = await self._create_container(
                     spec, image.reference, labels, process, extra, lease=lease if leased else None
                 )
         except BaseExceptionGroup as group:
@@ -126,6 +128,7 @@ class ContainerdSandbox:
             rt,
             name,
             rootfs=rootfs,
+            config=config,
             env=env,
             workdir=workdir,
             leased=leased,
@@ -156,11 +159,11 @@ class ContainerdSandbox:
         image_mounts: list[dict[str, object]],
         *,
         lease: str | None,
-    ) -> bool:
-        """Create the container, and its network namespace; whether it has one to connect.
+    ) -> tuple[bool, bytes]:
+        """Create the container record and its network namespace.
 
-        The namespace gets its interfaces in ``ContainerdHandle.start``, while the task is
-        being created in it.
+        Returns whether the namespace is still to connect (``ContainerdHandle.start``
+        does it while the root is mounted), and the OCI spec for the bundle.
         """
         rt, client, name = self._rt, self._rt.client, spec.name
         files = spec.files
@@ -181,12 +184,13 @@ class ContainerdSandbox:
             image_mounts=image_mounts,
             netns=netns,
         )
+        config = msgspec.json.encode(oci)
         container = containers_v1.Container(
             id=name,
             labels=labels,
             image=image,
-            runtime=containers_v1.ContainerRuntime(name=rt.runtime),
-            spec=pb.Any(type_url=SPEC_TYPE_URL, value=msgspec.json.encode(oci)),
+            runtime=containers_v1.ContainerRuntime(name=RUNC_V2),
+            spec=pb.Any(type_url=SPEC_TYPE_URL, value=config),
             snapshotter=SNAPSHOTTER,
             snapshot_key=name,
         )
@@ -195,7 +199,7 @@ class ContainerdSandbox:
             containers_v1.CreateContainerRequest(container=container),
             lease=lease,
         )
-        return netns is not None
+        return netns is not None, config
 
     async def list_own(self) -> list[str]:
         """Every sandbox this backend created and has not destroyed, half-created ones too."""
@@ -220,6 +224,8 @@ class ContainerdSandbox:
         names.discard("")
         names.update(self._rt.claimed())
         names.update(self._rt.files.names())
+        names.update(self._rt.runc.names())
+        names.update(self._rt.bundle_names())
         names.update(await image_mount_owners(client))
         return sorted(names)
 
@@ -256,7 +262,7 @@ async def open_sandbox_backend(
     tmpfs on the way out (sandboxes should be destroyed by then).
 
     Raises:
-        RuntimeUnavailable: the tmpfs could not be mounted (not root).
+        RuntimeUnavailable: runc is missing, or the tmpfs could not be mounted (not root).
     """
     shared = SandboxRuntime(
         client, data_dir=data_dir, network=network, log_dir=log_dir, runtime=runtime

@@ -3,9 +3,8 @@
 The embedded containerd gets its own root, state and socket under the data dir and a
 generated config without the CRI plugin, so it never meets a host containerd. It is
 started before anything else, polled until it answers, restarted with backoff if it
-dies, and stopped last. Its shims outlive a restart, and containerd re-attaches their
-tasks when it comes back, so running sandboxes survive a crash of containerd itself;
-a task that did not survive shows up as ``ExitReason.LOST`` to whoever waits on it.
+dies, and stopped last. Running sandboxes do not need it: their processes run under
+runc directly (``_runc.py``), so a crash of containerd only delays new sandboxes.
 
 The config keeps containerd's defaults where they cost a job little, as measured here:
 the metadata and snapshot stores sync about 16 times per job (some 3 ms in all), and
@@ -90,12 +89,6 @@ def _require_binaries() -> str:
         raise RuntimeUnavailable(
             "containerd not found on PATH: install the Debian package 'containerd' "
             "(or set containerd_address to an existing containerd)"
-        )
-    if shutil.which("runc") is None:
-        raise RuntimeUnavailable("runc not found on PATH: install the Debian package 'runc'")
-    if shutil.which("containerd-shim-runc-v2") is None:
-        raise RuntimeUnavailable(
-            "containerd-shim-runc-v2 not found on PATH: install the Debian package 'containerd'"
         )
     return containerd
 

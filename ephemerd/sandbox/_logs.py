@@ -1,7 +1,7 @@
 """Per-job log files and their retention.
 
-The main process of sandbox ``name`` writes its stdout and stderr (through containerd's
-``file://`` log URI, handled by the runc shim) to ``<data-dir>/logs/<name>.log``. The
+The main process of sandbox ``name`` writes its stdout and stderr (through a pipe
+ephemerd pumps) to ``<data-dir>/logs/<name>.log``. The
 files outlive the sandbox so operators can read a finished job's output; the daemon
 calls ``prune_logs`` hourly to drop those older than the retention.
 """

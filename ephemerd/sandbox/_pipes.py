@@ -1,18 +1,16 @@
-"""Process output through FIFO pairs: how a task's stdout and stderr reach ephemerd.
+"""Process output through pipes: how a sandbox process's stdout and stderr reach ephemerd.
 
-The runc shim copies a process's output into the FIFOs named in the task request;
-ephemerd reads them and hands each chunk on as it comes, to an exec's ``OutputSink`` or
-to the job's log file. (containerd's ``file://`` log URI was measured to drop a quick
-process's stderr now and then, so the log goes through here too.) The shim keeps a read
-end of each FIFO open itself, so a process never gets EPIPE if ephemerd stops reading;
-it blocks once the pipe is full, until someone reads again or the sandbox is destroyed.
+runc hands the process the write ends directly (its stdio passes through); ephemerd
+reads the other ends and hands each chunk on as it comes, to an exec's ``OutputSink`` or
+to the job's log file. If ephemerd dies, the process gets EPIPE on its next write; the
+sweep at the next start reclaims the sandbox either way.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 import trio
@@ -20,40 +18,36 @@ import trio
 from ephemerd._errors import SandboxError
 from ephemerd.capabilities import OutputSink
 
-__all__ = ["FifoPair", "log_sink"]
+__all__ = ["OutputPipes", "log_sink"]
 
 log = logging.getLogger(__name__)
 
 
-class FifoPair:
-    """``out`` and ``err`` FIFOs in their own 0700 directory, opened for reading.
+class OutputPipes:
+    """One pipe per stream name in *streams*; the write ends go to the process.
 
-    Raises ``SandboxError`` when the directory exists already (the process it was for
-    has not been cleaned up). Until ``release_writers`` is called, a write end of each
-    is held too, so reads do not see end-of-file before the shim has opened its own.
+    Raises ``SandboxError`` when the pipes cannot be made (out of file descriptors).
     """
 
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        try:
-            directory.mkdir(mode=0o700)
-        except OSError as error:
-            raise SandboxError(f"cannot create output FIFOs in {directory}: {error}") from None
-        self.stdout = str(directory / "out")
-        self.stderr = str(directory / "err")
+    def __init__(self, streams: Sequence[str] = ("stdout", "stderr")) -> None:
+        self._streams = tuple(streams)
         self._readers: list[int] = []
         self._writers: list[int] = []
         try:
-            for path in (self.stdout, self.stderr):
-                os.mkfifo(path, 0o600)
-                self._readers.append(os.open(path, os.O_RDONLY | os.O_NONBLOCK))
-                self._writers.append(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
-        except BaseException:
+            for _ in self._streams:
+                reader, writer = os.pipe2(os.O_CLOEXEC)
+                self._readers.append(reader)
+                self._writers.append(writer)
+        except OSError as error:
             self.close()
-            raise
+            raise SandboxError(f"cannot create output pipes: {error.strerror}") from None
+
+    def writer(self, index: int = 0) -> int:
+        """The write end of stream *index*, for the process."""
+        return self._writers[index]
 
     def release_writers(self) -> None:
-        """Drop our write ends (once the shim has opened its own)."""
+        """Drop our write ends (once the process holds its own), so end-of-file comes."""
         for fd in self._writers:
             os.close(fd)
         self._writers.clear()
@@ -61,11 +55,11 @@ class FifoPair:
     async def pump(
         self, output: OutputSink, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
-        """Forward both streams to *output* until both reach end-of-file; then close all."""
+        """Forward every stream to *output* until all reach end-of-file; then close all."""
         readers, self._readers = self._readers, []
         try:
             async with trio.open_nursery() as nursery:
-                for fd, stream in zip(readers, ("stdout", "stderr"), strict=True):
+                for fd, stream in zip(readers, self._streams, strict=True):
                     nursery.start_soon(_forward, trio.lowlevel.FdStream(fd), stream, output)
                 readers.clear()  # the streams own them now
                 task_status.started()
@@ -75,12 +69,11 @@ class FifoPair:
             self.close()
 
     def close(self) -> None:
-        """Close whatever is still open and remove the directory. Idempotent."""
+        """Close whatever is still open. Idempotent."""
         for fd in (*self._readers, *self._writers):
             os.close(fd)
         self._readers.clear()
         self._writers.clear()
-        shutil.rmtree(self.directory, ignore_errors=True)
 
 
 async def _forward(reader: trio.lowlevel.FdStream, stream: str, output: OutputSink) -> None:

@@ -84,6 +84,7 @@ async def read_limited(response: httpx.Response, limit: int, what: str) -> bytes
         async for chunk in chunks:
             body += chunk
             if len(body) > limit:
+                await _drain(chunks)
                 raise ImagePullError(f"{what} is more than the {limit} bytes allowed")
     except httpx.TransportError as err:
         raise TransientPullError(f"reading {what} failed: {describe(err)}") from None
@@ -102,6 +103,16 @@ async def raw_chunks(response: httpx.Response) -> AsyncGenerator[bytes]:
         raise TransientPullError(f"download interrupted: {describe(err)}") from None
     finally:
         await _close(chunks)
+
+
+async def _drain(chunks: AsyncIterator[bytes], most: int = 64 << 10) -> None:
+    """Read and drop up to *most* more bytes. A short remainder read to its end frees the
+    connection for reuse, and ends httpx's nested stream iterators by themselves (closing
+    the outer one does not close those inside it)."""
+    async for chunk in chunks:
+        most -= len(chunk)
+        if most < 0:
+            return
 
 
 async def _close(chunks: AsyncIterator[bytes]) -> None:

@@ -1,9 +1,10 @@
 """What every sandbox of one backend shares, and the one teardown path they all use.
 
-Every object a sandbox owns is named after it, so teardown needs only the name: the
-task and container ``<name>``, the snapshot ``<name>``, the lease
-``ephemerd-sandbox-<name>`` (only a sandbox with image mounts has one), the credentials
-directory, the exec FIFOs and the network attachment. Teardown removes each of them,
+Every object a sandbox owns is named after it, so teardown needs only the name: runc's
+container and the bundle directory (with the mounted root) ``<name>``, containerd's
+container record and snapshot ``<name>``, the lease ``ephemerd-sandbox-<name>`` (only a
+sandbox with image mounts has one), the credentials directory and the network
+attachment. Teardown removes each of them,
 ignoring what is already gone, so it is idempotent and works for a half-created sandbox
 and for an orphan of a previous run.
 
@@ -14,21 +15,13 @@ a half-created sandbox findable after a crash without a containerd lease per san
 ``containerd.io/gc.root`` label instead, so the garbage collector leaves it alone in the
 moment before its container exists.
 
-Every task gets a runc shim of its own. containerd 1.6 can put several containers in one
-shim (the ``io.containerd.runc.v2.group`` annotation, kept alive by an idle anchor
-container); measured here that saved about 5 % of the CPU per job but made 20 concurrent
-jobs slower, because a shim runs every ``Create`` (and its exit handling) under one lock,
-and a crashing shim would take its whole group down. So sandboxes do not share shims.
-
-Each task runs under the plain runc v2 shim. Measured and left out: a launcher script
-in front of the shim that skipped the ``shim delete`` containerd 1.6 runs after every
-clean task delete (about 12 ms of a trivial job, within noise under concurrency, and it
-would answer containerd's shim protocol on the shim's behalf); containerd 1.6's legacy
-``io.containerd.runtime.v1.linux`` (one shim process and no ``start`` re-spawn, but its
-shim publishes the exit event by running the whole ``containerd`` binary, so a job costs
-the same CPU; it is gone in containerd 2.0), the ``io.containerd.runc.v1`` shim (the
-same), and the seccomp profile (a deny list of about 60 rules; ``runc run`` with and
-without it is within noise).
+Each sandbox's processes run under runc directly, ephemerd being their shim
+(``_runc.py``). Measured and left out earlier, while they went through containerd's
+task service:
+shared shims (the ``io.containerd.runc.v2.group`` annotation saved about 5 % of the CPU
+per job but made 20 concurrent jobs slower), the legacy v1 runtime (the same cost), and
+a trimmed seccomp profile (``runc run`` with and without the default one is within
+noise).
 """
 
 from __future__ import annotations
@@ -37,23 +30,23 @@ import contextlib
 import logging
 import re
 import shutil
-import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import trio
 
-from ephemerd._errors import EphemerdError, SandboxError, SandboxNotFound
+from ephemerd._errors import EphemerdError, RuntimeUnavailable, SandboxError, SandboxNotFound
 from ephemerd._proto.containerd.services.containers import v1 as containers_v1
 from ephemerd._proto.containerd.services.leases import v1 as leases_v1
 from ephemerd._proto.containerd.services.snapshots import v1 as snapshots_v1
-from ephemerd._proto.containerd.services.tasks import v1 as tasks_v1
 
+from ._bundle import Bundle
 from ._cgroups import CgroupReader
 from ._client import SNAPSHOTTER, ContainerdClient
 from ._files import SecretFiles
 from ._image_mounts import remove_image_mounts
+from ._runc import Runc
 
 __all__ = [
     "GC_ROOT_LABEL",
@@ -126,10 +119,11 @@ class SandboxRuntime:
     ) -> None:
         self.client = client
         self.network = network
-        self.runtime = runtime or RUNC_V2
-        """The containerd runtime of every task."""
+        self.runtime = runtime or "runc"
+        """The OCI runtime binary every sandbox runs under."""
+        self.runc = Runc(data_dir / "run" / "runc", binary=self.runtime)
+        self.bundles = data_dir / "run" / "bundles"
         self.log_dir = log_dir if log_dir is not None else data_dir / "logs"
-        self.fifo_dir = data_dir / "run" / "fifo"
         self.files = SecretFiles(data_dir / "run" / "files")
         self.claims = data_dir / "run" / "sandboxes"
         self.cgroups = CgroupReader()
@@ -143,8 +137,18 @@ class SandboxRuntime:
         await self.nursery.start(fn, *args)
 
     def prepare(self) -> None:
+        """Make the directories and mount the credentials tmpfs.
+
+        Raises:
+            RuntimeUnavailable: the runtime binary is missing, or the tmpfs could not be
+                mounted.
+        """
+        if shutil.which(self.runtime) is None:
+            hint = ": install the Debian package 'runc'" if self.runtime == "runc" else ""
+            raise RuntimeUnavailable(f"{self.runtime} not found on PATH{hint}")
         self.log_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
-        self.fifo_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.bundles.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.runc.prepare()
         self.claims.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.files.mount()
 
@@ -162,6 +166,13 @@ class SandboxRuntime:
             raise SandboxError(
                 f"sandbox {name}: cannot claim its name in {self.claims}: {error.strerror}"
             ) from None
+
+    def bundle_names(self) -> list[str]:
+        """Every sandbox with a bundle directory (a root perhaps still mounted)."""
+        try:
+            return sorted(entry.name for entry in self.bundles.iterdir())
+        except OSError:
+            return []
 
     def claimed(self) -> list[str]:
         """Every sandbox name claimed and not yet fully torn down."""
@@ -189,33 +200,15 @@ class SandboxRuntime:
         if scope.cancelled_caught:
             log.error("teardown of sandbox %s timed out; it is left for the next sweep", name)
 
-    async def wait_containerd(self, *, within: float = 60.0) -> bool:
-        """After a dropped connection: wait until containerd answers again (restarted)."""
-        from ._embedded import wait_ready
-
+    async def teardown_task(self, name: str) -> bool:
+        """Kill and delete sandbox *name*'s processes and unmount its root; ``True`` if done."""
         try:
-            await wait_ready(self.client, within=within)
-        except EphemerdError:
+            await self.runc.delete(name)
+            Bundle(self.bundles, name).remove()
+        except SandboxError as error:
+            log.warning("sandbox %s: %s", name, error)
             return False
         return True
-
-    async def teardown_task(self, name: str, *, exited: bool = False) -> None:
-        """Kill and delete sandbox *name*'s task only (it can be started again)."""
-        client = self.client
-        if not exited:
-            await _quiet(
-                client.call(
-                    client.tasks.kill,
-                    tasks_v1.KillRequest(container_id=name, signal=signal.SIGKILL, all=True),
-                )
-            )
-            with contextlib.suppress(EphemerdError):
-                await client.call(
-                    client.tasks.wait, tasks_v1.WaitRequest(container_id=name), rpc_timeout=10.0
-                )
-        await _quiet(
-            client.call(client.tasks.delete, tasks_v1.DeleteTaskRequest(container_id=name))
-        )
 
     async def _teardown(self, name: str, *, exited: bool, leased: bool, views: bool) -> None:
         client = self.client
@@ -227,7 +220,7 @@ class SandboxRuntime:
         async with trio.open_nursery() as nursery:
             if exited:  # its pid namespace is gone: nothing uses the network any more
                 nursery.start_soon(self._detach, name)
-            await self.teardown_task(name, exited=exited)  # a dead shim's task may refuse
+            done.append(await self.teardown_task(name))
             # independent of each other once the task is gone
             nursery.start_soon(
                 step,
@@ -247,8 +240,6 @@ class SandboxRuntime:
             if views:
                 nursery.start_soon(step, remove_image_mounts(client, name))
         self.files.remove(name)
-        for fifo in self.fifo_dir.glob(f"{name}@*"):
-            shutil.rmtree(fifo, ignore_errors=True)
         if leased:
             await step(
                 client.call(client.leases.delete, leases_v1.DeleteRequest(id=lease_id(name)))

@@ -59,6 +59,7 @@ async def open_sandbox_stack(
     registry_credentials: Mapping[str, RegistryCredentials] | None = None,
     log_retention: float | None = None,
     log_dir: Path | None = None,
+    runtime: str = "runc",
 ) -> AsyncGenerator[SandboxStack]:
     """Start (or connect to) containerd and everything built on it, for the block.
 
@@ -75,6 +76,7 @@ async def open_sandbox_stack(
         registry_credentials: basic credentials per registry host.
         log_retention: seconds to keep job logs; pruned at start and hourly (``None``: forever).
         log_dir: where job logs go (``None``: ``<data_dir>/logs``).
+        runtime: the OCI runtime binary sandboxes run under (runc's command line).
 
     Raises:
         ConfigError: a bad network name or subnet, or another ephemerd uses the network.
@@ -108,7 +110,12 @@ async def open_sandbox_stack(
             )
         backend = await stack.enter_async_context(
             open_sandbox_backend(
-                client, data_dir=data_dir, images=images, network=job_network, log_dir=log_dir
+                client,
+                data_dir=data_dir,
+                images=images,
+                network=job_network,
+                log_dir=log_dir,
+                runtime=runtime,
             )
         )
         nursery = await stack.enter_async_context(trio.open_nursery())

@@ -32,10 +32,8 @@ from typing import TypeVar
 import trio
 
 from ephemerd._proto.containerd.services.containers import v1 as containers_v1
-from ephemerd._proto.containerd.services.tasks import v1 as tasks_v1
 from ephemerd.sandbox import (
     DEFAULT_SUBNET,
-    ContainerdClient,
     ImageStore,
     build_host_image,
     host_python_paths,
@@ -235,16 +233,20 @@ async def open_daemon(
 
 
 async def containerd_leftovers(data_dir: Path, *, running: bool) -> tuple[list[str], list[str]]:
-    """Containers and tasks in the ephemerd namespace of *data_dir*'s embedded containerd.
+    """Containers in the ephemerd namespace of *data_dir*'s embedded containerd, and the
+    containers runc still holds state for (sandbox processes, running or stopped).
 
     *running*: connect to the daemon's running containerd; otherwise start it, look, stop it.
     """
     address = str(EmbeddedContainerd(data_dir).socket) if running else None
     async with open_containerd(data_dir=data_dir, address=address) as client:
-        return await _list(client)
+        containers = await client.call(
+            client.containers.list, containers_v1.ListContainersRequest()
+        )
+    return sorted(c.id for c in containers.containers), runc_states(data_dir)
 
 
-async def _list(client: ContainerdClient) -> tuple[list[str], list[str]]:
-    containers = await client.call(client.containers.list, containers_v1.ListContainersRequest())
-    tasks = await client.call(client.tasks.list, tasks_v1.ListTasksRequest())
-    return sorted(c.id for c in containers.containers), sorted(t.id for t in tasks.tasks)
+def runc_states(data_dir: Path) -> list[str]:
+    """The sandboxes runc holds state for under *data_dir*."""
+    root = data_dir / "run" / "runc"
+    return sorted(entry.name for entry in root.iterdir()) if root.is_dir() else []

@@ -20,10 +20,9 @@ import trio
 from ephemerd._proto.containerd.services.containers import v1 as containers_v1
 from ephemerd._proto.containerd.services.leases import v1 as leases_v1
 from ephemerd._proto.containerd.services.snapshots import v1 as snapshots_v1
-from ephemerd._proto.containerd.services.tasks import v1 as tasks_v1
 from ephemerd.sandbox import ImageStore, build_host_image, host_python_paths, open_containerd
 from tests.e2e.actions_helpers import RUNNER_DIR
-from tests.e2e.harness import STANDIN_DIR
+from tests.e2e.harness import STANDIN_DIR, runc_states
 
 from ._soak_gitlab import INSTANCE as GITLAB
 
@@ -38,7 +37,7 @@ class Census(msgspec.Struct, frozen=True, kw_only=True):
     """Everything of ephemerd's on the host at one moment."""
 
     containers: list[str]
-    tasks: list[str]
+    runc_states: list[str]
     snapshots: int
     leases: int
     netns: list[str]
@@ -158,7 +157,6 @@ async def census(data_dir: Path) -> Census:
         containers = await client.call(
             client.containers.list, containers_v1.ListContainersRequest()
         )
-        tasks = await client.call(client.tasks.list, tasks_v1.ListTasksRequest())
         leases = await client.call(client.leases.list, leases_v1.ListRequest())
         snapshots = 0
         async with client.stream(
@@ -170,7 +168,7 @@ async def census(data_dir: Path) -> Census:
     ports = await _run(["ip", "-o", "link", "show", "master", f"{NETWORK}0"], check=False)
     return Census(
         containers=sorted(c.id for c in containers.containers),
-        tasks=sorted(t.id for t in tasks.tasks),
+        runc_states=runc_states(data_dir),
         snapshots=snapshots,
         leases=len(leases.leases),
         netns=[line.split()[0] for line in netns.splitlines() if line.startswith(f"{NETWORK}-")],

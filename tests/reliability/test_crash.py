@@ -112,16 +112,19 @@ async def test_sigkill_with_eight_running_jobs_then_restart_sweeps_every_orphan(
         old_containerd = _containerd_pid(data_dir)
         daemon.process.send_signal(signal.SIGKILL)
         await daemon.process.wait()
-    # the embedded containerd runs in its own session: it (and the shims) outlive the daemon
+    # the embedded containerd and each sandbox's runc run in sessions of their own: they
+    # outlive the daemon
     assert _alive(old_containerd)
+    assert len(_runc_processes(data_dir)) == 8
     assert len(list_netns(f"{NETWORK}-")) == 8
 
     async with open_daemon_async(data_dir) as daemon:
         await daemon.wait_for_log("sweep: released leftover runner", count=8)
         with trio.fail_after(60):
-            containers, tasks = await containerd_leftovers(data_dir, running=True)
-            assert (containers, tasks) == ([], []), daemon.log()
+            containers, runc = await containerd_leftovers(data_dir, running=True)
+            assert (containers, runc) == ([], []), daemon.log()
             assert list_netns(f"{NETWORK}-") == []
+            await _no_runc_processes(data_dir)
             # and the restarted daemon runs jobs again
             await _queue(port, [{"job_id": "again", "script": ["true"]}])
             await daemon.wait_for_log("job mem/again (octo/app): succeeded")
@@ -175,21 +178,15 @@ async def test_containerd_killed_mid_job_is_restarted_and_jobs_end_cleanly(
             await wait_running(data_dir, 2)
             os.kill(_containerd_pid(data_dir), signal.SIGKILL)
             await daemon.wait_for_log("embedded containerd exited")
-            # The shims outlive containerd, which re-attaches them, so both jobs usually end
-            # as they would. A shim containerd cannot re-attach in time (a loaded host) is
-            # cleaned up by containerd, and its job fails as lost: failed cleanly, not hung.
-            c1 = await _final_line(daemon, "c1")
-            c2 = await _final_line(daemon, "c2")
-            lost = "failed the sandbox was lost"
-            assert c1 in ("succeeded", lost), daemon.log()
-            assert c2 in ("failed exit code 3", lost), daemon.log()
-            print(f"after containerd was killed: c1 {c1!r}, c2 {c2!r}")
+            # runc runs the jobs without containerd: they end as they would have
+            assert await _final_line(daemon, "c1") == "succeeded", daemon.log()
+            assert await _final_line(daemon, "c2") == "failed exit code 3", daemon.log()
             await _queue(port, [{"job_id": "c3", "script": ["true"]}])
             await daemon.wait_for_log("job mem/c3 (octo/app): succeeded")
-            containers, tasks = await containerd_leftovers(data_dir, running=True)
+            containers, runc = await containerd_leftovers(data_dir, running=True)
     log = daemon.log()
     assert daemon.process.returncode == 0, log
-    assert (containers, tasks) == ([], []), log
+    assert (containers, runc) == ([], []), log
     assert list_netns(f"{NETWORK}-") == []
     assert "Traceback" not in log
 
@@ -237,14 +234,27 @@ async def test_stop_now_while_sandboxes_are_starting_leaves_nothing(data_dir: Pa
             await daemon.process.wait()
     log = daemon.log()
     assert daemon.process.returncode == 0, log
-    assert _shims(data_dir) == [], log
+    assert _runc_processes(data_dir) == [], log
     assert await containerd_leftovers(data_dir, running=False) == ([], []), log
     assert list_netns(f"{NETWORK}-") == []
 
 
-def _shims(data_dir: Path) -> list[int]:
-    """Shim processes still serving *data_dir*'s containerd."""
-    wanted = str(data_dir).encode()
+async def _no_runc_processes(data_dir: Path) -> None:
+    """Wait until every runc process of *data_dir*'s sandboxes has ended."""
+    for pid in _runc_processes(data_dir):
+        try:
+            fd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            continue
+        try:
+            await trio.lowlevel.wait_readable(fd)
+        finally:
+            os.close(fd)
+
+
+def _runc_processes(data_dir: Path) -> list[int]:
+    """runc processes still running a sandbox of *data_dir*'s daemon."""
+    wanted = b"--root\0" + str(data_dir / "run" / "runc").encode() + b"\0"
     found: list[int] = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -252,6 +262,6 @@ def _shims(data_dir: Path) -> list[int]:
                 argv = (entry / "cmdline").read_bytes()
             except OSError:
                 continue
-            if b"containerd-shim" in argv and wanted in argv:
+            if argv.startswith(b"runc\0") and wanted in argv:
                 found.append(int(entry.name))
     return found

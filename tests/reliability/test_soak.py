@@ -375,7 +375,7 @@ async def test_every_forge_at_once_two_hundred_jobs_nothing_left(
     after = await census(data_dir)
     expected = Census(
         containers=[],
-        tasks=[],
+        runc_states=[],
         snapshots=before.snapshots,  # the image's layers, nothing of a job's
         leases=before.leases,
         netns=[],

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import itertools
 import os
+from pathlib import Path
 
 from ephemerd._proto.containerd.services.containers import v1 as containers_v1
 from ephemerd._proto.containerd.services.leases import v1 as leases_v1
 from ephemerd._proto.containerd.services.snapshots import v1 as snapshots_v1
-from ephemerd._proto.containerd.services.tasks import v1 as tasks_v1
 from ephemerd.capabilities import ResourceLimits, SandboxExit, SandboxSpec
 from ephemerd.sandbox import HOST_IMAGE, ContainerdClient, ContainerdSandbox
 
@@ -45,7 +45,7 @@ async def run(
 
 
 async def objects_of(client: ContainerdClient, name: str) -> list[str]:
-    """Everything containerd still holds for sandbox *name*."""
+    """Everything containerd, runc and the bundle directory still hold for sandbox *name*."""
     found: list[str] = []
     containers = await client.call(
         client.containers.list, containers_v1.ListContainersRequest(filters=[f"id=={name}"])
@@ -58,6 +58,7 @@ async def objects_of(client: ContainerdClient, name: str) -> list[str]:
     ) as replies:
         async for reply in replies:
             found += [f"snapshot {i.name}" for i in reply.info if i.name == name]
-    tasks = await client.call(client.tasks.list, tasks_v1.ListTasksRequest())
-    found += [f"task {t.container_id}" for t in tasks.tasks if t.container_id == name]
+    run = Path(client.address.removeprefix("unix://")).parent.parent / "run"  # the session's
+    found += [f"runc state {name}"] if (run / "runc" / name).exists() else []
+    found += [f"bundle {name}"] if (run / "bundles" / name).exists() else []
     return found

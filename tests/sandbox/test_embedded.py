@@ -1,3 +1,4 @@
+# ruff: noqa: F811  (fixtures imported from containerd_fixture shadow their names)
 """The embedded containerd: start, readiness, missing binaries, restart after a crash."""
 
 from __future__ import annotations
@@ -12,7 +13,10 @@ import trio
 
 from ephemerd._errors import RuntimeUnavailable
 from ephemerd.capabilities import ExitReason
+from ephemerd.config import load_config
+from ephemerd.daemon import serve
 from ephemerd.sandbox import (
+    ContainerdClient,
     ImageStore,
     build_host_image,
     open_containerd,
@@ -20,7 +24,7 @@ from ephemerd.sandbox import (
 )
 from ephemerd.sandbox._embedded import _socket_path
 
-from .containerd_fixture import needs_containerd
+from .containerd_fixture import Session, cd_client, containerd_session, needs_containerd  # noqa: F401
 from .sandbox_helpers import spec, unique
 
 pytestmark = [needs_containerd, pytest.mark.containerd]
@@ -49,17 +53,24 @@ async def test_starts_answers_and_stops(tmp_path: Path) -> None:
     assert not _alive(pid)
 
 
-@pytest.mark.parametrize(("keep", "package"), [((), "'containerd'"), (("containerd",), "'runc'")])
-async def test_missing_binaries_name_the_debian_package(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, keep: tuple[str, ...], package: str
+async def test_missing_containerd_names_the_debian_package(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    for name in keep:
-        (bin_dir / name).symlink_to(f"/usr/bin/{name}")
-    monkeypatch.setenv("PATH", str(bin_dir))
-    with pytest.raises(RuntimeUnavailable, match=package) as caught:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(RuntimeUnavailable, match="'containerd'") as caught:
         async with open_containerd(data_dir=tmp_path / "data"):
+            pass
+    assert "\n" not in str(caught.value)
+
+
+@needs_containerd
+@pytest.mark.containerd
+async def test_missing_runc_names_the_debian_package(
+    containerd_session: Session, cd_client: ContainerdClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(RuntimeUnavailable, match=r"runc not found on PATH.*'runc'") as caught:
+        async with open_sandbox_backend(cd_client, data_dir=containerd_session.data_dir):
             pass
     assert "\n" not in str(caught.value)
 
@@ -101,7 +112,7 @@ async def test_restart_after_crash_keeps_running_sandboxes(tmp_path: Path) -> No
                     os.kill(int(embedded.pid_file.read_text()), signal.SIGKILL)
                     await restarted.wait()
                     assert embedded.restarts == 1
-                    # the shim kept the task; the new containerd re-attached it
+                    # runc, not containerd, runs the sandbox: it never noticed
                     assert (await handle.stats()).pids >= 1
                     assert await handle.exec(["true"]) == 0
                     await handle.kill()
@@ -133,3 +144,20 @@ async def test_stale_instance_of_a_killed_daemon_is_replaced(tmp_path: Path) -> 
         if stale.returncode is None:
             stale.kill()
             await stale.wait()
+
+
+@needs_containerd
+@pytest.mark.containerd
+async def test_the_configured_runtime_is_the_one_sandboxes_use(
+    containerd_session: Session, tmp_path: Path
+) -> None:
+    """``[sandbox] runtime`` reaches the backend: a missing one stops ``serve`` with its name."""
+    path = tmp_path / "config.toml"
+    path.write_text(
+        f'[sandbox]\ncontainerd_address = "{containerd_session.address}"\n'
+        'network = "none"\nruntime = "no-such-runtime"\n'
+    )
+    config = load_config(path, data_dir=tmp_path / "d", env={})
+    with pytest.raises(RuntimeUnavailable, match=r"^no-such-runtime not found on PATH$"):
+        with trio.fail_after(30):  # with runc instead, serve would run on
+            await serve(config)

@@ -4,9 +4,11 @@ stalls and cancellation. The fake is a real HTTP server on 127.0.0.1 (hypercorn)
 # ruff: noqa: F811  (pytest fixtures imported from registry_fixture shadow their names)
 from __future__ import annotations
 
+import gc
 import json
 import socket
 
+import httpx
 import pytest
 import trio
 
@@ -16,7 +18,7 @@ from ephemerd.sandbox._content import MEDIA_TYPE_OCI_INDEX, MEDIA_TYPE_OCI_MANIF
 from ephemerd.sandbox._oci import Platform
 from ephemerd.sandbox._registry import open_registry_client, pull_image
 from ephemerd.sandbox._registry_auth import RegistryCredentials
-from ephemerd.sandbox._registry_http import TransientPullError
+from ephemerd.sandbox._registry_http import TransientPullError, read_limited
 from tests.fakes.oci_images import MemorySink, build_image, build_index, sha256
 from tests.fakes.registry import FakeRegistry
 from tests.sandbox.registry_fixture import fake_registry, serve_fake  # noqa: F401
@@ -298,3 +300,12 @@ async def test_oversized_manifest_is_refused(fake_registry: FakeRegistry) -> Non
     fake_registry.put_manifest("x/y", "v1", MEDIA_TYPE_OCI_MANIFEST, b" " * ((4 << 20) + 1))
     with pytest.raises(ImagePullError, match="more than the 4194304"):
         await pull_image(ref_of(fake_registry), MemorySink(), retry=FAST)
+
+
+async def test_an_oversized_streamed_body_is_refused_and_its_stream_ended() -> None:
+    """httpx nests stream iterators; abandoning them mid-body would leave unfinished ones for
+    the garbage collector (a ResourceWarning, an error here)."""
+    response = httpx.Response(500, stream=httpx.ByteStream(b"x" * 20_000))
+    with pytest.raises(ImagePullError, match="more than the 8192 bytes allowed"):
+        await read_limited(response, 8192, "error body")
+    gc.collect()

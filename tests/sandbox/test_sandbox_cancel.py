@@ -95,7 +95,7 @@ async def test_cancel_at_each_step(
             assert name not in await backend.list_own(), f"still listed after cancel at call {at}"
     else:
         pytest.fail("create + start never completed")
-    assert steps_checked >= 6  # image, snapshot, container, task create, task start, ...
+    assert steps_checked >= 3  # image, snapshot, container
 
 
 async def test_cancel_while_containerd_is_slow_is_bounded(
@@ -113,3 +113,38 @@ async def test_cancel_while_containerd_is_slow_is_bounded(
         await backend.destroy(name)
         assert await objects_of(cd_client, name) == []
         assert not Path(containerd_session.data_dir / "run" / "files" / name).exists()
+
+
+@pytest.mark.parametrize("when", ["before-start", "during-runc-start"])
+async def test_cancelled_start_leaves_no_process_bundle_or_runc_state(
+    containerd_session: Session, cd_client: ContainerdClient, when: str
+) -> None:
+    """A start cancelled before runc runs, or while it starts the process, undoes itself:
+    only the container record and the snapshot remain for ``destroy``."""
+    async with open_sandbox_backend(
+        cd_client, data_dir=containerd_session.data_dir, images=ImageStore(cd_client)
+    ) as backend:
+        runc = backend._rt.runc  # fault injection around the real runc
+        real_run = runc.run
+        name = unique("cancelstart")
+        handle = await backend.create(spec(name, "sleep", "300"))
+        with trio.CancelScope() as scope:
+
+            async def run_then_cancel(*args: Any, **kw: Any) -> Any:
+                started = await real_run(*args, **kw)
+                scope.cancel()
+                return started
+
+            if when == "before-start":
+                scope.cancel()
+            else:
+                runc.run = run_then_cancel  # type: ignore[method-assign]
+            await handle.start()
+        assert scope.cancelled_caught
+        assert sorted(await objects_of(cd_client, name)) == [
+            f"container {name}",
+            f"snapshot {name}",
+        ]
+        await handle.destroy()
+        assert await objects_of(cd_client, name) == []
+        assert name not in await backend.list_own()

@@ -15,12 +15,10 @@ from ephemerd.capabilities import ExitReason, SandboxBackend, SandboxHandle
 from ephemerd.sandbox import ContainerdClient, ContainerdSandbox
 from ephemerd.sandbox._spec import cgroups_path
 
-from .containerd_fixture import backend, cd_client, containerd_session  # noqa: F401
+from .containerd_fixture import Session, backend, cd_client, containerd_session  # noqa: F401
 from .sandbox_helpers import objects_of, run, spec, unique
 
 pytestmark = pytest.mark.containerd
-
-_RUNC_ROOT = "/run/containerd/runc"  # the runc v2 shim's state root by default
 
 
 async def test_satisfies_the_protocols(backend: ContainerdSandbox) -> None:
@@ -122,6 +120,59 @@ async def test_cancelled_exec_kills_the_process(backend: ContainerdSandbox) -> N
         assert b"sleep 1000" not in b"".join(lines)
     finally:
         await handle.destroy()
+
+
+async def test_exec_that_leaves_a_process_behind_ends_with_its_own_status(
+    backend: ContainerdSandbox,
+) -> None:
+    """The background process keeps the output pipe open; the exec still ends (its status,
+    then the output grace) while that process runs on."""
+    handle = await backend.create(spec(unique("exec-bg"), "sleep", "300"))
+    out: list[bytes] = []
+
+    async def collect(stream: str, chunk: bytes) -> None:
+        out.append(chunk)
+
+    try:
+        await handle.start()
+        with trio.fail_after(60):  # the background sleep lasts 300 s
+            code = await handle.exec(
+                ["sh", "-c", "sleep 300 & echo started; exit 7"], output=collect
+            )
+        assert code == 7
+        assert b"".join(out) == b"started\n"
+        assert (await handle.stats()).pids == 2  # the main process and the one left behind
+        assert _runc_execs(handle.name) == []
+    finally:
+        await handle.destroy()
+
+
+async def test_cancelled_exec_of_a_pipeline_kills_it_and_leaves_no_runc(
+    backend: ContainerdSandbox,
+) -> None:
+    handle = await backend.create(spec(unique("exec-cancel"), "sleep", "300"))
+    try:
+        await handle.start()
+        with trio.move_on_after(1) as scope:
+            await handle.exec(["sh", "-c", "echo sleep 300 | sh -e 2>&1"])
+        assert scope.cancelled_caught
+        assert _runc_execs(handle.name) == []
+    finally:
+        await handle.destroy()
+
+
+def _runc_execs(name: str) -> list[str]:
+    """``runc exec`` processes still running for sandbox *name*."""
+    found: list[str] = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                argv = (proc / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if argv[0] == b"runc" and b"exec" in argv and name.encode() in argv:
+                found.append(proc.name)
+    return found
 
 
 async def test_exec_exit_code_and_env(backend: ContainerdSandbox) -> None:
@@ -257,29 +308,63 @@ async def test_kill_after_exit_is_harmless(backend: ContainerdSandbox) -> None:
         await handle.destroy()
 
 
-async def test_dead_shim_reads_lost(backend: ContainerdSandbox) -> None:
+async def test_dead_runc_reads_lost_and_destroy_still_clears_all(
+    backend: ContainerdSandbox, containerd_session: Session
+) -> None:
+    """runc itself killed: the job's status is gone (``LOST``), its process lives on
+    without a parent, and destroy still kills it and removes every trace."""
     name = unique("lost")
     handle = await backend.create(spec(name, "sleep", "300"))
     try:
         await handle.start()
-        shim = await trio.run_process(
-            ["pgrep", "-f", f"containerd-shim-runc-v2 -namespace ephemerd -id {name} "],
-            capture_stdout=True,
+        runc = await trio.run_process(
+            ["pgrep", "-f", f"runc --root .* run --keep .* {name}$"], capture_stdout=True
         )
-        os.kill(int(shim.stdout.split()[0]), signal.SIGKILL)
+        os.kill(int(runc.stdout.split()[0]), signal.SIGKILL)
         assert (await handle.wait()).reason is ExitReason.LOST
+        assert _container_leftovers(name, containerd_session) != []  # still running
     finally:
         await handle.destroy()
-    # containerd ran the shim's delete for the dead shim: the container is gone
-    assert _container_leftovers(name) == []
+    assert _container_leftovers(name, containerd_session) == []
 
 
-def _container_leftovers(name: str) -> list[str]:
+def _container_leftovers(name: str, session: Session) -> list[str]:
     """What of runc container *name* is still on the host: state, rootfs mount, cgroup."""
-    found = [str(p) for p in (Path(_RUNC_ROOT, "ephemerd", name),) if p.exists()]
+    found = [str(p) for p in (session.data_dir / "run" / "runc" / name,) if p.exists()]
     if f"/{name}/rootfs " in Path("/proc/self/mountinfo").read_text():
         found.append("rootfs mount")
     pids = Path("/sys/fs/cgroup/pids", cgroups_path(name).lstrip("/"))
     if pids.exists():
         found.append(str(pids))
     return found
+
+
+async def test_runc_gets_none_of_the_daemons_environment(
+    backend: ContainerdSandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EPHEMERD_TEST_SECRET", "hunter2")
+    handle = await backend.create(spec(unique("env"), "sleep", "300"))
+    try:
+        await handle.start()
+        found = await trio.run_process(
+            ["pgrep", "-f", f"runc --root .* run --keep .* {handle.name}$"], capture_stdout=True
+        )
+        environ = await trio.Path(f"/proc/{int(found.stdout.split()[0])}/environ").read_bytes()
+        assert b"hunter2" not in environ
+        assert environ.startswith(b"PATH=")
+    finally:
+        await handle.destroy()
+
+
+async def test_a_second_start_is_refused_and_leaves_the_sandbox_running(
+    backend: ContainerdSandbox,
+) -> None:
+    handle = await backend.create(spec(unique("twice"), "sleep", "300"))
+    try:
+        await handle.start()
+        with pytest.raises(SandboxError, match="already started"):
+            await handle.start()
+        assert (await handle.stats()).pids == 1
+        assert await handle.exec(["true"]) == 0
+    finally:
+        await handle.destroy()

@@ -119,9 +119,9 @@ class GitLabJob:
 def _ending_with_exit(script: bytes) -> bytes:
     """*script*, made to end the shell itself rather than wait for the end of its stdin.
 
-    containerd 1.6's runc shim now and then never passes the end of an exec's stdin on
-    (measured here: 2 stuck shells in about 17,000 execs, each with its script run and
-    the stdin closed), which would hang the stage until gitlab-runner's timeout.
+    A stage must not depend on end-of-file reaching the shell: when execs went through
+    containerd 1.6's runc shim, it now and then never passed it on (2 stuck shells in
+    about 17,000 execs), which hung the stage until gitlab-runner's timeout.
     """
     if script and not script.endswith(b"\n"):
         script += b"\n"
