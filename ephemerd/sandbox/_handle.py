@@ -262,7 +262,7 @@ class ContainerdHandle:
     async def destroy(self) -> None:
         """Remove the sandbox and everything it owns. Idempotent; shielded."""
         self._destroyed = True
-        exited = self._exit is not None
+        exited = self._exit is not None and self._exit.reason is not ExitReason.LOST
         await self._rt.teardown(self._name, exited=exited, leased=self._leased, views=self._leased)
         if self._main is not None:  # its runc ends with the processes teardown killed
             with trio.move_on_after(_OUTPUT_GRACE, shield=True):

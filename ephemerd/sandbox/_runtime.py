@@ -202,8 +202,18 @@ class SandboxRuntime:
 
     async def teardown_task(self, name: str) -> bool:
         """Kill and delete sandbox *name*'s processes and unmount its root; ``True`` if done."""
+        return await self._delete_container(name) and self._remove_bundle(name)
+
+    async def _delete_container(self, name: str) -> bool:
         try:
             await self.runc.delete(name)
+        except SandboxError as error:
+            log.warning("sandbox %s: %s", name, error)
+            return False
+        return True
+
+    def _remove_bundle(self, name: str) -> bool:
+        try:
             Bundle(self.bundles, name).remove()
         except SandboxError as error:
             log.warning("sandbox %s: %s", name, error)
@@ -217,11 +227,20 @@ class SandboxRuntime:
         async def step(call: Awaitable[object]) -> None:
             done.append(await _quiet(call))
 
+        async def delete_container() -> None:
+            done.append(await self._delete_container(name))
+
         async with trio.open_nursery() as nursery:
-            if exited:  # its pid namespace is gone: nothing uses the network any more
+            if exited:
+                # nothing runs in it any more: its network, runc's record of it and its
+                # root go side by side
                 nursery.start_soon(self._detach, name)
-            done.append(await self.teardown_task(name))
-            # independent of each other once the task is gone
+                nursery.start_soon(delete_container)
+                done.append(self._remove_bundle(name))
+            else:
+                done.append(await self.teardown_task(name))
+                nursery.start_soon(self._detach, name)
+            # independent of each other once the root is unmounted
             nursery.start_soon(
                 step,
                 client.call(
@@ -235,8 +254,6 @@ class SandboxRuntime:
                     snapshots_v1.RemoveSnapshotRequest(snapshotter=SNAPSHOTTER, key=name),
                 ),
             )
-            if not exited:
-                nursery.start_soon(self._detach, name)
             if views:
                 nursery.start_soon(step, remove_image_mounts(client, name))
         self.files.remove(name)
