@@ -47,6 +47,9 @@ __all__ = ["SPEC_TYPE_URL", "ContainerdSandbox", "open_sandbox_backend"]
 log = logging.getLogger(__name__)
 
 SPEC_TYPE_URL = "types.containerd.io/opencontainers/runtime-spec/1/Spec"
+# _SHIELDED: the lease, the snapshot and the container record are created shielded from
+# cancellation (each call has its own 60 s deadline): containerd finishes a create whose
+# caller went away, and one that landed after the teardown's removal would be left behind.
 _MANAGED_FILTER = f'labels."{MANAGED_LABEL}"==true'
 
 
@@ -101,7 +104,8 @@ class ContainerdSandbox:
         rootfs: list[Mount] = []
         try:
             if leased:
-                with contextlib.suppress(AlreadyExists):  # an orphan's, now ours to delete
+                # an orphan's, now ours to delete; shielded, see _SHIELDED
+                with contextlib.suppress(AlreadyExists), trio.CancelScope(shield=True):
                     await client.call(
                         client.leases.create, leases_v1.CreateRequest(id=lease, labels=labels)
                     )
@@ -118,6 +122,7 @@ class ContainerdSandbox:
                 networked, config = await self._create_container(
                     spec, image.reference, labels, process, extra, lease=lease if leased else None
                 )
+            await trio.lowlevel.checkpoint_if_cancelled()
         except BaseExceptionGroup as group:
             await rt.teardown(name, leased=leased, views=leased)
             raise lone_exception(group) from None
@@ -139,16 +144,17 @@ class ContainerdSandbox:
         self, name: str, parent: str, labels: dict[str, str], into: list[Mount]
     ) -> None:
         client = self._rt.client
-        prepared = await client.call(
-            client.snapshots.prepare,
-            snapshots_v1.PrepareSnapshotRequest(
-                snapshotter=SNAPSHOTTER,
-                key=name,
-                parent=parent,
-                labels={**labels, GC_ROOT_LABEL: "true"},
-            ),
-        )
-        into.extend(prepared.mounts)
+        with trio.CancelScope(shield=True):  # see _SHIELDED
+            prepared = await client.call(
+                client.snapshots.prepare,
+                snapshots_v1.PrepareSnapshotRequest(
+                    snapshotter=SNAPSHOTTER,
+                    key=name,
+                    parent=parent,
+                    labels={**labels, GC_ROOT_LABEL: "true"},
+                ),
+            )
+            into.extend(prepared.mounts)
 
     async def _create_container(
         self,
@@ -194,11 +200,12 @@ class ContainerdSandbox:
             snapshotter=SNAPSHOTTER,
             snapshot_key=name,
         )
-        await client.call(
-            client.containers.create,
-            containers_v1.CreateContainerRequest(container=container),
-            lease=lease,
-        )
+        with trio.CancelScope(shield=True):  # see _SHIELDED
+            await client.call(
+                client.containers.create,
+                containers_v1.CreateContainerRequest(container=container),
+                lease=lease,
+            )
         return netns is not None, config
 
     async def list_own(self) -> list[str]:
