@@ -210,7 +210,7 @@ class ContainerdHandle:
             with trio.CancelScope(shield=True) as scope:
                 scope.deadline = trio.current_time() + _START_TIMEOUT
                 running = await self._rt.runc.exec(
-                    self._name, bundle, process_file, pid_file=pid_file,
+                    self._name, process_file, pid_file=pid_file,
                     stdin=feed[0] if feed is not None else subprocess.DEVNULL,
                     stdout=pipes.writer(0), stderr=pipes.writer(1),
                 )  # fmt: skip

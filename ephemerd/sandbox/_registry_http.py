@@ -7,6 +7,7 @@ message becomes the one-line ``ImagePullError`` (``manifest unknown``), and 5xx/
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 from collections.abc import AsyncGenerator, AsyncIterator
 
@@ -84,7 +85,6 @@ async def read_limited(response: httpx.Response, limit: int, what: str) -> bytes
         async for chunk in chunks:
             body += chunk
             if len(body) > limit:
-                await _drain(chunks)
                 raise ImagePullError(f"{what} is more than the {limit} bytes allowed")
     except httpx.TransportError as err:
         raise TransientPullError(f"reading {what} failed: {describe(err)}") from None
@@ -105,18 +105,18 @@ async def raw_chunks(response: httpx.Response) -> AsyncGenerator[bytes]:
         await _close(chunks)
 
 
-async def _drain(chunks: AsyncIterator[bytes], most: int = 64 << 10) -> None:
-    """Read and drop up to *most* more bytes. A short remainder read to its end frees the
-    connection for reuse, and ends httpx's nested stream iterators by themselves (closing
-    the outer one does not close those inside it)."""
-    async for chunk in chunks:
-        most -= len(chunk)
-        if most < 0:
-            return
+async def _close(chunks: AsyncIterator[bytes], *, drain: int = 64 << 10) -> None:
+    """Close httpx's body iterator now, not when it is collected.
 
-
-async def _close(chunks: AsyncIterator[bytes]) -> None:
-    # httpx's iterators are async generators; close them now, not when collected.
+    A body left unread is first read on for up to *drain* bytes: a short remainder read to
+    its end frees the connection for reuse, and ends httpx's nested stream iterators by
+    themselves (closing the outer one does not close those inside it).
+    """
+    with contextlib.suppress(httpx.TransportError):
+        async for chunk in chunks:
+            drain -= len(chunk)
+            if drain < 0:
+                break
     if isinstance(chunks, AsyncGenerator):
         await chunks.aclose()
 

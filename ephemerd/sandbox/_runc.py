@@ -58,11 +58,11 @@ _LOG_NAME = "runc.log"
 class RuncProcess:
     """A process runc started in a sandbox: its runc (the waiting parent) and its pid."""
 
-    def __init__(self, process: trio.Process, pid: int, log: Path | None = None) -> None:
+    def __init__(self, process: trio.Process, pid: int, exit_log: Path | None) -> None:
         self.process = process
         self.pid = pid
         """The process's pid on the host."""
-        self._log = log
+        self._log = exit_log  # runc's debug log, which tells the exit (execs only)
 
     async def reap(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Collect runc's exit whoever else waits (run in the background: a dropped
@@ -159,7 +159,6 @@ class Runc:
     async def exec(
         self,
         name: str,
-        bundle: Path,
         process: Path,
         *,
         pid_file: Path,
@@ -176,9 +175,8 @@ class Runc:
         log.touch()  # watched for the exit line from the start
         argv = self._argv(log, "exec", "--process", str(process), "--pid-file",
                           str(pid_file), name, debug=True)  # fmt: skip
-        started = await self._start(argv, pid_file, log, stdin=stdin, stdout=stdout,
-                                    stderr=stderr)  # fmt: skip
-        return RuncProcess(started.process, started.pid, log)
+        return await self._start(argv, pid_file, log, stdin=stdin, stdout=stdout,
+                                 stderr=stderr, exit_log=True)  # fmt: skip
 
     async def _start(
         self,
@@ -189,6 +187,7 @@ class Runc:
         stdin: int,
         stdout: int,
         stderr: int,
+        exit_log: bool = False,
     ) -> RuncProcess:
         with _Inotify(pid_file.parent, _IN_CREATE | _IN_MOVED_TO) as changes:
             try:
@@ -219,7 +218,7 @@ class Runc:
         if pid is None:
             await process.wait()
             raise SandboxError(_failure(log, process.returncode))
-        return RuncProcess(process, pid)
+        return RuncProcess(process, pid, log if exit_log else None)
 
     async def kill(self, name: str, signal: int = signals.SIGKILL) -> None:
         """Send *signal* to every process of *name*; nothing if it has none."""

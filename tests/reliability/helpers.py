@@ -115,7 +115,7 @@ def start_daemon(data_dir: Path, port: int, *, ready: str | None = "serving ") -
 
 
 def kill_hard(daemon: Daemon) -> None:
-    """SIGKILL the daemon process alone (its containerd and shims are left running)."""
+    """SIGKILL the daemon process alone (its containerd and runc processes are left running)."""
     daemon.process.send_signal(signal.SIGKILL)
     daemon.process.wait(10)
     daemon.close()

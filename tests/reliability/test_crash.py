@@ -21,6 +21,7 @@ import trio
 
 from ephemerd.sandbox._netns import list_netns
 from tests.e2e.harness import containerd_leftovers
+from tests.sandbox.sandbox_helpers import runc_pids
 
 from .helpers import (
     SECRET,
@@ -254,14 +255,4 @@ async def _no_runc_processes(data_dir: Path) -> None:
 
 def _runc_processes(data_dir: Path) -> list[int]:
     """runc processes still running a sandbox of *data_dir*'s daemon."""
-    wanted = b"--root\0" + str(data_dir / "run" / "runc").encode() + b"\0"
-    found: list[int] = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                argv = (entry / "cmdline").read_bytes()
-            except OSError:
-                continue
-            if argv.startswith(b"runc\0") and wanted in argv:
-                found.append(int(entry.name))
-    return found
+    return runc_pids("--root", str(data_dir / "run" / "runc"))

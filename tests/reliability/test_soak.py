@@ -11,7 +11,7 @@ scripts, and jobs asking for labels (GitLab: runner tags) this host lacks.
 
 Checked: every claimable job ran exactly once with the result its forge expects; the
 mismatched ones were never claimed; and once the daemon has drained and exited, no
-container, task, snapshot or lease beyond the image's, no namespace, bridge port or extra
+container, runc state, snapshot or lease beyond the image's, no namespace, bridge port or extra
 firewall rule, no runner registration on any forge (Woodpecker's one agent is kept by
 design) and no journal row remains; every GitLab job gitlab-runner prepared was cleaned
 up, and each stage's exit code follows the custom executor's contract.

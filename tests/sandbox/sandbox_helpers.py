@@ -44,6 +44,21 @@ async def run(
     return outcome, handle.log_path.read_text()
 
 
+def runc_pids(*words: str) -> list[int]:
+    """runc processes whose argv holds every one of *words* (whole arguments)."""
+    wanted = {word.encode() for word in words}
+    found: list[int] = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                argv = (proc / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if argv[0] == b"runc" and wanted <= set(argv):
+                found.append(int(proc.name))
+    return found
+
+
 async def objects_of(client: ContainerdClient, name: str) -> list[str]:
     """Everything containerd, runc and the bundle directory still hold for sandbox *name*."""
     found: list[str] = []

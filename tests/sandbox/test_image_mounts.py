@@ -289,7 +289,7 @@ async def test_cancel_at_each_step_leaves_no_view(
             assert name not in await sandboxes.list_own()
     else:
         pytest.fail("create + start never completed")
-    assert steps >= 8  # image lookups, lease, two views, snapshot, container, task
+    assert steps >= 8  # image lookups, lease, two views, snapshot, container
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting needs root")

@@ -16,7 +16,7 @@ from ephemerd.sandbox import ContainerdClient, ContainerdSandbox
 from ephemerd.sandbox._spec import cgroups_path
 
 from .containerd_fixture import Session, backend, cd_client, containerd_session  # noqa: F401
-from .sandbox_helpers import objects_of, run, spec, unique
+from .sandbox_helpers import objects_of, run, runc_pids, spec, unique
 
 pytestmark = pytest.mark.containerd
 
@@ -142,7 +142,7 @@ async def test_exec_that_leaves_a_process_behind_ends_with_its_own_status(
         assert code == 7
         assert b"".join(out) == b"started\n"
         assert (await handle.stats()).pids == 2  # the main process and the one left behind
-        assert _runc_execs(handle.name) == []
+        assert runc_pids("exec", handle.name) == []
     finally:
         await handle.destroy()
 
@@ -156,23 +156,9 @@ async def test_cancelled_exec_of_a_pipeline_kills_it_and_leaves_no_runc(
         with trio.move_on_after(1) as scope:
             await handle.exec(["sh", "-c", "echo sleep 300 | sh -e 2>&1"])
         assert scope.cancelled_caught
-        assert _runc_execs(handle.name) == []
+        assert runc_pids("exec", handle.name) == []
     finally:
         await handle.destroy()
-
-
-def _runc_execs(name: str) -> list[str]:
-    """``runc exec`` processes still running for sandbox *name*."""
-    found: list[str] = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                argv = (proc / "cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if argv[0] == b"runc" and b"exec" in argv and name.encode() in argv:
-                found.append(proc.name)
-    return found
 
 
 async def test_exec_exit_code_and_env(backend: ContainerdSandbox) -> None:
@@ -317,10 +303,8 @@ async def test_dead_runc_reads_lost_and_destroy_still_clears_all(
     handle = await backend.create(spec(name, "sleep", "300"))
     try:
         await handle.start()
-        runc = await trio.run_process(
-            ["pgrep", "-f", f"runc --root .* run --keep .* {name}$"], capture_stdout=True
-        )
-        os.kill(int(runc.stdout.split()[0]), signal.SIGKILL)
+        (runc,) = runc_pids("run", name)
+        os.kill(runc, signal.SIGKILL)
         assert (await handle.wait()).reason is ExitReason.LOST
         assert _container_leftovers(name, containerd_session) != []  # still running
     finally:
@@ -346,10 +330,8 @@ async def test_runc_gets_none_of_the_daemons_environment(
     handle = await backend.create(spec(unique("env"), "sleep", "300"))
     try:
         await handle.start()
-        found = await trio.run_process(
-            ["pgrep", "-f", f"runc --root .* run --keep .* {handle.name}$"], capture_stdout=True
-        )
-        environ = await trio.Path(f"/proc/{int(found.stdout.split()[0])}/environ").read_bytes()
+        (runc,) = runc_pids("run", handle.name)
+        environ = await trio.Path(f"/proc/{runc}/environ").read_bytes()
         assert b"hunter2" not in environ
         assert environ.startswith(b"PATH=")
     finally:
@@ -366,5 +348,29 @@ async def test_a_second_start_is_refused_and_leaves_the_sandbox_running(
             await handle.start()
         assert (await handle.stats()).pids == 1
         assert await handle.exec(["true"]) == 0
+    finally:
+        await handle.destroy()
+
+
+async def test_a_command_missing_from_the_image_fails_start_and_exec_with_one_line(
+    backend: ContainerdSandbox, cd_client: ContainerdClient
+) -> None:
+    """runc's own error is raised (not read as a job that exited 1), and nothing stays."""
+    name = unique("nocmd")
+    handle = await backend.create(spec(name, "no-such-command"))
+    with pytest.raises(SandboxError, match="no-such-command") as caught:
+        await handle.start()
+    assert "\n" not in str(caught.value)
+    assert sorted(await objects_of(cd_client, name)) == [f"container {name}", f"snapshot {name}"]
+    await handle.destroy()
+    assert await objects_of(cd_client, name) == []
+
+    handle = await backend.create(spec(unique("noexec"), "sleep", "300"))
+    try:
+        await handle.start()
+        with pytest.raises(SandboxError, match="no-such-tool") as caught:
+            await handle.exec(["no-such-tool"])
+        assert "\n" not in str(caught.value)
+        assert await handle.exec(["true"]) == 0  # the sandbox is unharmed
     finally:
         await handle.destroy()

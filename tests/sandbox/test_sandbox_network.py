@@ -104,7 +104,7 @@ async def test_a_network_that_fails_while_the_task_is_created_leaves_nothing(
             handle = await backend.create(spec(name, "true", network="default"))
             try:
                 with pytest.raises(SandboxError, match="no address left"):
-                    await handle.start()  # the task was created meanwhile: it is deleted
+                    await handle.start()  # the root was mounted meanwhile: it is removed
                 assert await objects_of(cd_client, name) == [
                     f"container {name}",
                     f"snapshot {name}",
